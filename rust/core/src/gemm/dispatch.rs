@@ -1,0 +1,120 @@
+//! Choosing the micro-kernel once, at run time, from the CPU's features.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use super::kernel::{generic, MicroKernel};
+use crate::element::Element;
+
+/// An instruction-set path with its own micro-kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Neon,
+    Generic,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 4] = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Generic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+            Isa::Generic => "generic",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => true,
+            Isa::Generic => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every path this CPU supports, fastest first.
+    pub fn supported() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+    }
+
+    /// The fastest path this CPU supports.
+    pub fn best() -> Isa {
+        Isa::supported()[0]
+    }
+
+    /// The path in use: [`Isa::best`] unless [`Isa::force`] chose another.
+    pub fn active() -> Isa {
+        match ACTIVE.load(Ordering::Relaxed) {
+            UNSET => {
+                let best = Isa::best();
+                ACTIVE.store(best as u8, Ordering::Relaxed);
+                best
+            }
+            v => Isa::ALL[v as usize],
+        }
+    }
+
+    /// Makes every later GEMM use this path (for tests and benchmarks of each path).
+    pub fn force(self) -> Result<(), String> {
+        if !self.is_supported() {
+            let names: Vec<_> = Isa::supported().iter().map(|isa| isa.name()).collect();
+            return Err(format!(
+                "kernel {:?} is not supported by this CPU (supported: {})",
+                self.name(),
+                names.join(", ")
+            ));
+        }
+        ACTIVE.store(self as u8, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+const UNSET: u8 = u8::MAX;
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Elements with a micro-kernel per ISA. Implemented for `f32` and `f64` only.
+pub trait HasKernels: Element {
+    /// The micro-kernel for `isa`; the caller has checked `isa.is_supported()`.
+    fn microkernel(isa: Isa) -> MicroKernel<Self>;
+}
+
+impl HasKernels for f32 {
+    fn microkernel(isa: Isa) -> MicroKernel<f32> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::kernel::x86::AVX512_F32,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => super::kernel::x86::AVX2_F32,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => super::kernel::neon::NEON_F32,
+            _ => generic::kernel(),
+        }
+    }
+}
+
+impl HasKernels for f64 {
+    fn microkernel(isa: Isa) -> MicroKernel<f64> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::kernel::x86::AVX512_F64,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => super::kernel::x86::AVX2_F64,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => super::kernel::neon::NEON_F64,
+            _ => generic::kernel(),
+        }
+    }
+}

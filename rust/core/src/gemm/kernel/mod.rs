@@ -1,0 +1,199 @@
+//! Micro-kernels: the innermost loop of the GEMM.
+//!
+//! # Kernel contract
+//! A micro-kernel computes one MR×NR tile of C from two packed micro-panels:
+//!
+//! ```text
+//!   a: MR-tall panel, kc columns   a[p*MR + i] = A[i, p]      (zero-padded past the last row)
+//!   b: NR-wide panel, kc rows      b[p*NR + j] = B[p, j]      (zero-padded past the last column)
+//!
+//!   C[i, j] = relu?( alpha * Σ_p a[p*MR+i] b[p*NR+j]  +  beta * C[i, j]  +  bias[i, j] )
+//! ```
+//!
+//! only for the `rows × cols` part of the tile that lies inside C (edge tiles are partial), with
+//! C addressed through arbitrary element strides. `beta == 0` means C is *not read* at all, so
+//! a C full of NaN or garbage is overwritten, edge tiles included. The same scalar operations are
+//! used for full and edge tiles, so an element's value never depends on where a tile boundary
+//! falls (and hence not on the thread count either).
+//!
+//! Every ISA shares one kernel body, [`microkernel`], written against the small [`Simd`] trait;
+//! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
+
+use crate::element::Element;
+
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+pub(crate) mod generic;
+
+/// The largest MR×NR tile of any kernel, in elements (AVX-512 f32: 12 × 32).
+pub(crate) const MAX_TILE: usize = 16 * 32;
+
+/// One SIMD register type and the handful of operations the kernel body needs.
+///
+/// Implementations are zero-sized markers; every method is a thin `#[inline(always)]` wrapper
+/// over one intrinsic and is only sound to call where the marker's CPU features are enabled.
+pub(crate) trait Simd: Copy {
+    type T: Element;
+    type V: Copy;
+    const LANES: usize;
+
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(x: Self::T) -> Self::V;
+    /// Unaligned load of `LANES` elements.
+    unsafe fn load(p: *const Self::T) -> Self::V;
+    /// Unaligned store of `LANES` elements.
+    unsafe fn store(p: *mut Self::T, v: Self::V);
+    /// `a * b + c`, fused where the ISA has an FMA.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise `if a > b { a } else { b }` (so `max(0, NaN)` is NaN, as in torch's relu).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// The scalar twin of [`Simd::fmadd`], for edge tiles: fused exactly when `fmadd` is.
+    unsafe fn fmadd_scalar(a: Self::T, b: Self::T, c: Self::T) -> Self::T;
+}
+
+/// Where and how one micro-kernel call writes its tile (see the module's contract).
+#[derive(Clone, Copy)]
+pub(crate) struct TileStore<T> {
+    pub c: *mut T,
+    pub rs: isize,
+    pub cs: isize,
+    /// The part of the MR×NR tile inside C.
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: T,
+    /// Zero means "do not read C".
+    pub beta: T,
+    /// Null for no bias; else `bias[i*bias_rs + j*bias_cs]` is added (one stride is 0).
+    pub bias: *const T,
+    pub bias_rs: isize,
+    pub bias_cs: isize,
+    pub relu: bool,
+}
+
+/// A micro-kernel: `run(kc, a_panel, b_panel, store)`.
+pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>);
+
+/// A micro-kernel together with its register-block shape.
+#[derive(Clone, Copy)]
+pub struct MicroKernel<T> {
+    pub(crate) mr: usize,
+    pub(crate) nr: usize,
+    pub(crate) run: KernelFn<T>,
+}
+
+impl<T> MicroKernel<T> {
+    pub fn mr(&self) -> usize {
+        self.mr
+    }
+    pub fn nr(&self) -> usize {
+        self.nr
+    }
+}
+
+/// The kernel body shared by every ISA: an MR × (NV·LANES) block of accumulators.
+///
+/// ```text
+///            b: NV vectors of LANES  ->  j
+///          +------+------+
+///   a[0] * | acc  | acc  |   row 0    (MR·NV accumulator registers;
+///   a[1] * | acc  | acc  |   row 1     each k step: NV vector loads of b,
+///    ...   |      |      |             MR broadcasts of a, MR·NV FMAs)
+///   a[MR-1]| acc  | acc  |
+///          +------+------+
+/// ```
+#[inline(always)]
+pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const S::T,
+    b: *const S::T,
+    st: &TileStore<S::T>,
+) {
+    let nr = NV * S::LANES;
+    let mut acc = [[S::zero(); NV]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        let mut bv = [S::zero(); NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = S::load(b.add(v * S::LANES));
+        }
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            let ai = S::splat(*a.add(i));
+            for v in 0..NV {
+                acc_row[v] = S::fmadd(ai, bv[v], acc_row[v]);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(nr);
+    }
+    store_tile::<S, MR, NV>(&acc, st);
+}
+
+/// Applies alpha, beta, bias and relu to the accumulators and writes the tile to C.
+#[inline(always)]
+unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
+    acc: &[[S::V; NV]; MR],
+    st: &TileStore<S::T>,
+) {
+    let nr = NV * S::LANES;
+    let one = <S::T as Element>::ONE;
+    let zero = <S::T as Element>::ZERO;
+    let has_bias = !st.bias.is_null();
+    let direct = st.rows == MR && st.cols == nr && st.cs == 1 && (!has_bias || st.bias_cs == 1);
+    if direct {
+        let alpha = S::splat(st.alpha);
+        let beta = S::splat(st.beta);
+        for (i, acc_row) in acc.iter().enumerate() {
+            let c_row = st.c.offset(i as isize * st.rs);
+            let bias_row = st.bias.wrapping_offset(i as isize * st.bias_rs);
+            for (v, &x) in acc_row.iter().enumerate() {
+                let mut x = x;
+                if st.alpha != one {
+                    x = S::mul(alpha, x);
+                }
+                if st.beta != zero {
+                    x = S::fmadd(beta, S::load(c_row.add(v * S::LANES)), x);
+                }
+                if has_bias {
+                    x = S::add(x, S::load(bias_row.add(v * S::LANES)));
+                }
+                if st.relu {
+                    x = S::max(S::zero(), x);
+                }
+                S::store(c_row.add(v * S::LANES), x);
+            }
+        }
+        return;
+    }
+    // Edge tile or strided C: spill the accumulators, then the same operations one by one.
+    let mut tile = [zero; MAX_TILE];
+    debug_assert!(MR * nr <= MAX_TILE);
+    for (i, acc_row) in acc.iter().enumerate() {
+        for (v, &x) in acc_row.iter().enumerate() {
+            S::store(tile.as_mut_ptr().add(i * nr + v * S::LANES), x);
+        }
+    }
+    for i in 0..st.rows {
+        for j in 0..st.cols {
+            let c = st.c.offset(i as isize * st.rs + j as isize * st.cs);
+            let mut x = tile[i * nr + j];
+            if st.alpha != one {
+                x = st.alpha * x;
+            }
+            if st.beta != zero {
+                x = S::fmadd_scalar(st.beta, *c, x);
+            }
+            if has_bias {
+                x = x + *st.bias.offset(i as isize * st.bias_rs + j as isize * st.bias_cs);
+            }
+            // Mirrors `max(0, x)` lane for lane: NaN and -0.0 pass through unchanged.
+            if st.relu && zero > x {
+                x = zero;
+            }
+            *c = x;
+        }
+    }
+}

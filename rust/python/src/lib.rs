@@ -1,0 +1,141 @@
+//! `matgrad._matgrad`: thin PyO3 glue between NumPy arrays and matgrad-core.
+//!
+//! Each function borrows the arrays it is given, checks that they are what the core needs
+//! (dtype, shapes, aligned element strides, a writable output), releases the GIL, and hands raw
+//! pointers and strides to the core. No arithmetic happens here; the NumPy semantics (1-D
+//! operands, broadcasting, promotion, `out=` checks) live in `python/matgrad/__init__.py`.
+
+use matgrad_core::gemm::{self, Batch, HasKernels, Isa};
+use matgrad_core::threads;
+use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+mod views;
+use views::{Strided, Unchecked};
+
+/// An element type both the core and NumPy know.
+trait Float: HasKernels + NpElement {}
+impl Float for f32 {}
+impl Float for f64 {}
+
+/// Dispatches `$body` on the dtype of `$out`, binding `$t` to f32 or f64.
+macro_rules! with_float_dtype {
+    ($out:expr, $name:literal, |$t:ident| $body:expr) => {{
+        let out: &Bound<'_, PyAny> = $out;
+        if out.cast::<PyArrayDyn<f32>>().is_ok() {
+            type $t = f32;
+            $body
+        } else if out.cast::<PyArrayDyn<f64>>().is_ok() {
+            type $t = f64;
+            $body
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "{}: expected a float32 or float64 ndarray, got {}",
+                $name,
+                describe(out)
+            )))
+        }
+    }};
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match obj.cast::<PyUntypedArray>() {
+        Ok(arr) => format!("an array of dtype {}", arr.dtype()),
+        Err(_) => format!("an object of type {}", obj.get_type()),
+    }
+}
+
+/// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
+/// (>= 2); a batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
+#[pyfunction]
+fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out))
+}
+
+fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    let a = Strided::<T>::borrow(a, "a")?;
+    let b = Strided::<T>::borrow(b, "b")?;
+    let c = Strided::<T>::borrow_mut(out, "out")?;
+    let nd = c.ndim();
+    if nd < 2 || a.ndim() != nd || b.ndim() != nd {
+        return Err(PyValueError::new_err(format!(
+            "matmul: expected operands of equal rank >= 2, got shapes {:?}, {:?} and out {:?}",
+            a.shape, b.shape, c.shape
+        )));
+    }
+    let (m, k, n) = (a.shape[nd - 2], a.shape[nd - 1], b.shape[nd - 1]);
+    let batch = c.shape[..nd - 2].to_vec();
+    let batch = batch.as_slice();
+    let fits = |x: &Strided<T>| x.shape[..nd - 2].iter().zip(batch).all(|(&d, &want)| d == want || d == 1);
+    if b.shape[nd - 2] != k || c.shape[nd - 2] != m || c.shape[nd - 1] != n || !fits(&a) || !fits(&b) {
+        return Err(PyValueError::new_err(format!(
+            "matmul: shapes {:?} and {:?} do not fit out {:?}",
+            a.shape, b.shape, c.shape
+        )));
+    }
+    let a_strides = a.batch_strides(batch);
+    let b_strides = b.batch_strides(batch);
+    let c_strides = c.batch_strides(batch);
+    let work = Unchecked((a, b, c));
+    py.detach(move || {
+        let (a, b, c) = work.into_inner();
+        // SAFETY: the views come from live NumPy arrays whose shapes and strides were just
+        // checked against each other; `out` is writable and its batch matrices are disjoint
+        // (Strided::borrow_mut rejects zero strides on dimensions longer than 1).
+        unsafe {
+            let (am, bm, cm) = (a.matrix(), b.matrix(), c.matrix_mut());
+            let batch = Batch { shape: batch, a_strides: &a_strides, b_strides: &b_strides, c_strides: &c_strides };
+            gemm::gemm_batched(am, bm, cm, batch).map_err(|e| e.0)
+        }
+    })
+    .map_err(PyValueError::new_err)
+}
+
+/// Sets the number of threads of matgrad's pool (>= 1).
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(PyValueError::new_err(format!("set_num_threads: need at least 1 thread, got {n}")));
+    }
+    threads::set_num_threads(n as usize).map_err(PyValueError::new_err)
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    threads::num_threads()
+}
+
+/// The name of the SIMD kernel in use ("avx512", "avx2", "neon" or "generic").
+#[pyfunction]
+fn simd_kernel() -> &'static str {
+    Isa::active().name()
+}
+
+/// The kernels this CPU can run, fastest first.
+#[pyfunction]
+fn available_kernels() -> Vec<&'static str> {
+    Isa::supported().into_iter().map(Isa::name).collect()
+}
+
+/// Makes every later call use the named kernel.
+#[pyfunction]
+fn force_kernel(name: &str) -> PyResult<()> {
+    let isa = Isa::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Isa::ALL.iter().map(|isa| isa.name()).collect();
+        PyValueError::new_err(format!("unknown kernel {name:?}; known kernels: {}", names.join(", ")))
+    })?;
+    isa.force().map_err(PyValueError::new_err)
+}
+
+#[pymodule]
+fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
+    m.add_function(wrap_pyfunction!(force_kernel, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
