@@ -143,7 +143,8 @@ impl<'a, T> MatMut<'a, T> {
     /// elements could alias through a zero stride).
     pub fn from_slice(data: &'a mut [T], base: usize, rows: usize, cols: usize, rs: isize, cs: isize) -> Self {
         check_in_bounds(data.len(), base, &[(rows, rs), (cols, cs)]);
-        assert!((rows <= 1 || rs != 0) && (cols <= 1 || cs != 0), "a writable view cannot broadcast");
+        let empty = rows == 0 || cols == 0;
+        assert!(empty || ((rows <= 1 || rs != 0) && (cols <= 1 || cs != 0)), "a writable view cannot broadcast");
         // SAFETY: bounds checked above; the caller's &mut borrow excludes other access.
         unsafe { Self::from_raw_parts(data.as_mut_ptr().wrapping_add(base), rows, cols, rs, cs) }
     }

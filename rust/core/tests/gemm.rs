@@ -1,0 +1,329 @@
+//! The core GEMM against a naive reference: many shapes (around MR, NR, KC, MC and NC), every
+//! kind of stride, every kernel this CPU supports, C pre-filled with NaN.
+
+use matgrad_core::gemm::{gemm_batched, Batch, BiasAxis, Blocking, CacheSizes, Gemm, HasKernels, Isa, MatMut, MatRef, VecRef};
+use matgrad_core::threads;
+
+/// Deterministic values in [-1, 1).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    RowMajor,
+    ColMajor,
+    /// Row-major with 3 elements of padding after each row.
+    Padded,
+    /// Row-major, both axes reversed (negative strides).
+    Reversed,
+    /// Every row is the same row (row stride 0); read-only operands only.
+    Broadcast,
+}
+
+/// A matrix stored in a NaN-padded buffer with the given layout.
+struct Stored<T> {
+    buf: Vec<T>,
+    base: usize,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+impl<T: HasKernels> Stored<T> {
+    fn new(rows: usize, cols: usize, layout: Layout, rng: &mut Lcg) -> Self {
+        let guard = 7; // elements of NaN on each side, to catch out-of-bounds writes
+        let (rs, cs, len, base) = match layout {
+            Layout::RowMajor => (cols as isize, 1, rows * cols, 0),
+            Layout::ColMajor => (1, rows as isize, rows * cols, 0),
+            Layout::Padded => ((cols + 3) as isize, 1, rows * (cols + 3), 0),
+            Layout::Reversed => (-(cols as isize), -1, rows * cols, (rows * cols).saturating_sub(1)),
+            Layout::Broadcast => (0, 1, cols, 0),
+        };
+        let mut buf = vec![T::from_f64(f64::NAN); len + 2 * guard];
+        let base = base + guard;
+        for i in 0..rows {
+            for j in 0..cols {
+                let at = (base as isize + i as isize * rs + j as isize * cs) as usize;
+                buf[at] = T::from_f64(rng.next());
+            }
+        }
+        Stored { buf, base, rows, cols, rs, cs }
+    }
+
+    fn get(&self, i: usize, j: usize) -> T {
+        self.buf[(self.base as isize + i as isize * self.rs + j as isize * self.cs) as usize]
+    }
+
+    fn view(&self) -> MatRef<'_, T> {
+        MatRef::from_slice(&self.buf, self.base, self.rows, self.cols, self.rs, self.cs)
+    }
+
+    fn view_mut(&mut self) -> MatMut<'_, T> {
+        MatMut::from_slice(&mut self.buf, self.base, self.rows, self.cols, self.rs, self.cs)
+    }
+
+    fn is_inside(&self, at: usize) -> bool {
+        (0..self.rows).any(|i| (0..self.cols).any(|j| (self.base as isize + i as isize * self.rs + j as isize * self.cs) as usize == at))
+    }
+
+    fn fill_nan(&mut self) {
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                let at = (self.base as isize + i as isize * self.rs + j as isize * self.cs) as usize;
+                self.buf[at] = T::from_f64(f64::NAN);
+            }
+        }
+    }
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f64,
+    beta: f64,
+    bias: Option<BiasAxis>,
+    relu: bool,
+    sums: bool,
+}
+
+impl Case {
+    fn plain(m: usize, n: usize, k: usize) -> Case {
+        Case { m, n, k, alpha: 1.0, beta: 0.0, bias: None, relu: false, sums: false }
+    }
+}
+
+/// Runs one case and checks every element against an f64 reference with the bound
+/// |c - ref| <= 2 (k + 2) eps (|alpha| Σ|a||b| + |beta c| + |bias|), and that nothing
+/// outside C changed.
+fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Isa, seed: u64) {
+    let Case { m, n, k, alpha, beta, bias, relu, sums } = *case;
+    let mut rng = Lcg(seed);
+    let a = Stored::<T>::new(m, k, la, &mut rng);
+    let b = Stored::<T>::new(k, n, lb, &mut rng);
+    let mut c = Stored::<T>::new(m, n, lc, &mut rng);
+    let c0: Vec<Vec<f64>> = (0..m).map(|i| (0..n).map(|j| c.get(i, j).to_f64()).collect()).collect();
+    if beta == 0.0 {
+        c.fill_nan(); // beta = 0 must not read C
+    }
+    let bias_len = match bias {
+        Some(BiasAxis::Columns) => n,
+        Some(BiasAxis::Rows) => m,
+        None => 0,
+    };
+    let bias_vals: Vec<T> = (0..bias_len).map(|_| T::from_f64(rng.next())).collect();
+    let mut row_sums = vec![T::from_f64(f64::NAN); m];
+    let mut col_sums = vec![T::from_f64(f64::NAN); n];
+    let guard_before = c.buf.clone();
+    {
+        let mut g = Gemm::new(a.view(), b.view(), c.view_mut()).unwrap().alpha(T::from_f64(alpha)).beta(T::from_f64(beta)).relu(relu).isa(isa);
+        if let Some(axis) = bias {
+            g = g.bias(VecRef::from_slice(&bias_vals), axis).unwrap();
+        }
+        if sums {
+            g = g.a_row_sums(&mut row_sums).unwrap().b_col_sums(&mut col_sums).unwrap();
+        }
+        g.run();
+    }
+    let eps = T::EPSILON.to_f64();
+    let tag = format!("{}x{}x{} {la:?}/{lb:?}/{lc:?} {} {}", m, n, k, isa.name(), core::any::type_name::<T>());
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut mag) = (0.0, 0.0);
+            for p in 0..k {
+                let x = a.get(i, p).to_f64() * b.get(p, j).to_f64();
+                exact += x;
+                mag += x.abs();
+            }
+            let mut want = alpha * exact;
+            mag *= alpha.abs();
+            if beta != 0.0 {
+                want += beta * c0[i][j];
+                mag += (beta * c0[i][j]).abs();
+            }
+            if let Some(axis) = bias {
+                let v = bias_vals[if axis == BiasAxis::Columns { j } else { i }].to_f64();
+                want += v;
+                mag += v.abs();
+            }
+            if relu {
+                want = want.max(0.0);
+            }
+            let got = c.get(i, j).to_f64();
+            let tol = 2.0 * (k as f64 + 2.0) * eps * mag + f64::MIN_POSITIVE;
+            assert!((got - want).abs() <= tol, "{tag}: C[{i},{j}] = {got}, want {want} (tol {tol})");
+            if relu {
+                assert!(got >= 0.0, "{tag}: relu left {got}");
+            }
+        }
+    }
+    for (at, (&before, &after)) in guard_before.iter().zip(&c.buf).enumerate() {
+        if !c.is_inside(at) {
+            assert!(before.to_f64().to_bits() == after.to_f64().to_bits(), "{tag}: wrote outside C at {at}");
+        }
+    }
+    if sums {
+        for i in 0..m {
+            let want: f64 = (0..k).map(|p| a.get(i, p).to_f64()).sum();
+            let mag: f64 = (0..k).map(|p| a.get(i, p).to_f64().abs()).sum();
+            assert!((row_sums[i].to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: row sum {i}");
+        }
+        for j in 0..n {
+            let want: f64 = (0..k).map(|p| b.get(p, j).to_f64()).sum();
+            let mag: f64 = (0..k).map(|p| b.get(p, j).to_f64().abs()).sum();
+            assert!((col_sums[j].to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: col sum {j}");
+        }
+    }
+}
+
+const LAYOUTS: [Layout; 4] = [Layout::RowMajor, Layout::ColMajor, Layout::Padded, Layout::Reversed];
+
+fn shapes_around_tiles() -> Vec<(usize, usize, usize)> {
+    let mut shapes = vec![(0, 0, 0), (0, 5, 3), (4, 0, 3), (3, 4, 0), (1, 1, 1), (2, 3, 1)];
+    for &m in &[1, 5, 6, 7, 11, 12, 13, 25] {
+        for &n in &[1, 8, 15, 16, 17, 31, 32, 33, 49] {
+            shapes.push((m, n, 1 + (m * 7 + n * 3) % 40));
+        }
+    }
+    shapes
+}
+
+#[test]
+fn every_kernel_small_shapes_all_layouts() {
+    for isa in Isa::supported() {
+        for &(m, n, k) in &shapes_around_tiles() {
+            for (t, &la) in LAYOUTS.iter().enumerate() {
+                let lb = LAYOUTS[(t + 1) % 4];
+                let lc = [Layout::RowMajor, Layout::Padded, Layout::ColMajor, Layout::Reversed][(m + n) % 4];
+                check::<f32>(&Case::plain(m, n, k), la, lb, lc, isa, (m * 1000 + n * 10 + k) as u64);
+                check::<f64>(&Case::plain(m, n, k), lb, la, lc, isa, (m * 1000 + n * 10 + k + 1) as u64);
+            }
+        }
+    }
+}
+
+/// Shapes that cross the cache blocks of the active kernel (KC, MC and NC boundaries), so the
+/// beta = 1 accumulation of later k blocks and several row and column blocks are exercised.
+#[test]
+fn every_kernel_block_boundaries() {
+    for isa in Isa::supported() {
+        let kern32 = <f32 as HasKernels>::microkernel(isa);
+        let blk = Blocking::new(kern32.mr(), kern32.nr(), 4, CacheSizes::get());
+        let shapes = [
+            (kern32.mr() + 1, kern32.nr() * 2 + 3, blk.kc + 1),
+            (blk.mc + 5, kern32.nr() + 1, 2 * blk.kc + 7),
+            (3, blk.nc + 40, 17),
+            (130, 70, blk.kc - 1),
+        ];
+        for &(m, n, k) in &shapes {
+            check::<f32>(&Case::plain(m, n, k), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, isa, 7);
+            check::<f64>(&Case::plain(m, n, k), Layout::ColMajor, Layout::Padded, Layout::Padded, isa, 8);
+        }
+    }
+}
+
+#[test]
+fn broadcast_operands_with_zero_strides() {
+    for isa in Isa::supported() {
+        for &(m, n, k) in &[(20, 40, 30), (3, 3, 3), (70, 50, 90)] {
+            check::<f32>(&Case::plain(m, n, k), Layout::Broadcast, Layout::RowMajor, Layout::RowMajor, isa, 3);
+            check::<f64>(&Case::plain(m, n, k), Layout::RowMajor, Layout::Broadcast, Layout::ColMajor, isa, 4);
+        }
+    }
+}
+
+#[test]
+fn alpha_beta_bias_relu_and_sums() {
+    for isa in Isa::supported() {
+        for &(m, n, k) in &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64)] {
+            for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                let case = Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums: true };
+                for &lc in &[Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
+                    check::<f32>(&case, Layout::RowMajor, Layout::ColMajor, lc, isa, (m + n + k + t) as u64);
+                    check::<f64>(&case, Layout::Reversed, Layout::RowMajor, lc, isa, (m * n + k + t) as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn results_are_bitwise_identical_for_any_thread_count() {
+    let (m, n, k) = (301, 257, 513);
+    let mut rng = Lcg(42);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
+    let run = |threads_n: usize| {
+        threads::set_num_threads(threads_n).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        let mut sums = vec![0f32; n];
+        Gemm::new(MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
+            .unwrap()
+            .b_col_sums(&mut sums)
+            .unwrap()
+            .run();
+        (c.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), sums.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+    };
+    let one = run(1);
+    for t in [2, 3, 4] {
+        assert!(run(t) == one, "results differ between 1 and {t} threads");
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+#[test]
+fn batched_with_broadcast_batch_dimensions() {
+    // A: (2, 1, m, k), B: (1, 3, k, n) -> C: (2, 3, m, n)
+    let (m, n, k) = (9, 21, 14);
+    let mut rng = Lcg(9);
+    let a: Vec<f64> = (0..2 * m * k).map(|_| rng.next()).collect();
+    let b: Vec<f64> = (0..3 * k * n).map(|_| rng.next()).collect();
+    let mut c = vec![f64::NAN; 6 * m * n];
+    let shape = [2usize, 3];
+    let (sa, sb, sc) = ([(m * k) as isize, 0], [0, (k * n) as isize], [(3 * m * n) as isize, (m * n) as isize]);
+    // SAFETY: every batch offset stays inside the three buffers, and C's matrices are disjoint.
+    unsafe {
+        gemm_batched(
+            MatRef::from_slice(&a, 0, m, k, k as isize, 1),
+            MatRef::from_slice(&b, 0, k, n, n as isize, 1),
+            MatMut::from_raw_parts(c.as_mut_ptr(), m, n, n as isize, 1),
+            Batch { shape: &shape, a_strides: &sa, b_strides: &sb, c_strides: &sc },
+        )
+        .unwrap();
+    }
+    for x in 0..2 {
+        for y in 0..3 {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|p| a[x * m * k + i * k + p] * b[y * k * n + p * n + j]).sum();
+                    let got = c[(x * 3 + y) * m * n + i * n + j];
+                    assert!((got - want).abs() < 1e-12, "batch ({x},{y}) C[{i},{j}] = {got}, want {want}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_errors_not_panics() {
+    let a = [0f32; 6];
+    let b = [0f32; 6];
+    let mut c = [0f32; 4];
+    let err = Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 2, 3, 3, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1)).err().unwrap();
+    assert!(err.0.contains("(2, 3)"), "{}", err.0);
+    let g = Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 3, 2, 2, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1)).unwrap();
+    assert!(g.bias(VecRef::from_slice(&[1.0f32; 3]), BiasAxis::Columns).is_err());
+}
+
+#[test]
+#[should_panic(expected = "outside its slice")]
+fn views_reaching_outside_their_slice_are_refused() {
+    let a = [0f32; 6];
+    let _ = MatRef::from_slice(&a, 0, 3, 3, 3, 1);
+}
