@@ -65,25 +65,38 @@ def _compute_ready(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return x
 
 
-def _check_out(out, result_shape: tuple, dtype: np.dtype, shapes: str) -> np.ndarray:
+def _check_out(out, batch: tuple, core: tuple, dtype: np.dtype, shapes: str) -> tuple:
+    """Checks ``out`` as NumPy's matmul does; returns it and the batch shape it implies (its
+    leading dimensions may broadcast the operands further)."""
     if isinstance(out, tuple):
         if len(out) != 1:
             raise ValueError(f"matmul: out must be an array or a 1-tuple, got a {len(out)}-tuple")
         out = out[0]
     if not isinstance(out, np.ndarray):
         raise TypeError(f"matmul: out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != result_shape:
+    expected = batch + core
+    out_batch = out.shape[: out.ndim - len(core)]
+    if out.ndim < len(core) or out.shape[out.ndim - len(core) :] != core:
         raise ValueError(
-            f"matmul: out has shape {out.shape}, but operands {shapes} give shape {result_shape}"
+            f"matmul: out has shape {out.shape}, but operands {shapes} give shape {expected}"
+        )
+    try:
+        fits = np.broadcast_shapes(batch, out_batch) == out_batch
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"matmul: non-broadcastable output operand with shape {out.shape} doesn't match "
+            f"the broadcast shape {expected} of operands {shapes}"
         )
     if not np.can_cast(dtype, out.dtype, casting="same_kind"):
         raise TypeError(
-            f"matmul: cannot cast the {dtype} result to out's dtype {out.dtype} "
+            f"Cannot cast ufunc 'matmul' output from {dtype!r} to {out.dtype!r} "
             "with casting rule 'same_kind'"
         )
     if not out.flags.writeable:
-        raise ValueError("matmul: out is read-only")
-    return out
+        raise ValueError("matmul: output array is read-only")
+    return out, out_batch
 
 
 def matmul(a, b, /, out=None):
@@ -127,11 +140,6 @@ def _matmul_general(a, b, out):
                 f"matmul: input operand {i} does not have enough dimensions "
                 f"(has 0, requires at least 1); shapes {shapes}"
             )
-    dtype = np.result_type(a.dtype, b.dtype)
-    if dtype != _F32 and dtype != _F64:
-        # Not accelerated: NumPy computes integers, bool, complex, float16 and objects.
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
-
     a2 = a if a.ndim >= 2 else a[np.newaxis, :]
     b2 = b if b.ndim >= 2 else b[:, np.newaxis]
     m, k = a2.shape[-2:]
@@ -147,24 +155,29 @@ def _matmul_general(a, b, out):
         raise ValueError(
             f"matmul: the batch dimensions of shapes {shapes} cannot be broadcast together"
         ) from None
-    full_shape = batch + (m, n)
-    result_shape = batch + ((m,) if a.ndim >= 2 else ()) + ((n,) if b.ndim >= 2 else ())
 
+    dtype = np.result_type(a.dtype, b.dtype)
+    if dtype != _F32 and dtype != _F64:
+        # Not accelerated: NumPy computes integers, bool, complex, float16 and objects.
+        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+    core = ((m,) if a.ndim >= 2 else ()) + ((n,) if b.ndim >= 2 else ())
     if out is not None:
-        out = _check_out(out, result_shape, dtype, shapes)
-        in_place = (
-            out.dtype == dtype
-            and out.dtype.isnative
-            and out.flags.aligned
-            and not any(s % out.itemsize for s in out.strides)
-            and not np.may_share_memory(out, a)
-            and not np.may_share_memory(out, b)
-        )
-        # Adding or removing length-1 axes never copies, so this view writes into out.
-        target = out.reshape(full_shape) if in_place else np.empty(full_shape, dtype)
-    else:
-        in_place = False
-        target = np.empty(full_shape, dtype)
+        out, batch = _check_out(out, batch, core, dtype, shapes)
+    full_shape = batch + (m, n)
+    result_shape = batch + core
+
+    in_place = (
+        out is not None
+        and out.dtype == dtype
+        and out.dtype.isnative
+        and out.flags.aligned
+        and not any(s % out.itemsize for s in out.strides)
+        and not np.may_share_memory(out, a)
+        and not np.may_share_memory(out, b)
+    )
+    # Adding or removing length-1 axes never copies, so this view writes into out.
+    target = out.reshape(full_shape) if in_place else np.empty(full_shape, dtype)
 
     if target.size:
         a2 = _compute_ready(a2, dtype)
