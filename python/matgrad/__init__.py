@@ -15,12 +15,16 @@ import os
 import numpy as np
 
 from . import _matgrad
+from ._grad import linear, linear_backward, matmul_backward
 from ._matgrad import available_kernels, get_num_threads, simd_kernel
 
 __version__: str = _matgrad.__version__
 
 __all__ = [
     "matmul",
+    "matmul_backward",
+    "linear",
+    "linear_backward",
     "set_num_threads",
     "get_num_threads",
     "simd_kernel",

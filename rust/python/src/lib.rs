@@ -6,6 +6,7 @@
 //! operands, broadcasting, promotion, `out=` checks) live in `python/matgrad/__init__.py`.
 
 use matgrad_core::gemm::{self, Batch, HasKernels, Isa};
+use matgrad_core::linear::{self, LinearGrads, WeightLayout};
 use matgrad_core::threads;
 use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -92,6 +93,116 @@ fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, Py
     .map_err(PyValueError::new_err)
 }
 
+fn layout(out_in: bool) -> WeightLayout {
+    if out_in {
+        WeightLayout::OutIn
+    } else {
+        WeightLayout::InOut
+    }
+}
+
+/// Borrows an optional 2-D output.
+fn optional_mut<T: Float>(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Strided<T>>> {
+    obj.map(|o| Strided::<T>::borrow_mut(o, name)).transpose()
+}
+
+fn require_ndim<T: Float>(view: &Strided<T>, nd: usize, name: &str) -> PyResult<()> {
+    if view.ndim() != nd {
+        return Err(PyValueError::new_err(format!("{name}: expected {nd} dimensions, got shape {:?}", view.shape)));
+    }
+    Ok(())
+}
+
+/// `y[...] = relu?(x @ W + bias)`: x (batch, in), W (in, out) or, with `out_in`, (out, in).
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, out_in, relu, y))]
+fn linear_forward(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: Option<&Bound<'_, PyAny>>,
+    out_in: bool,
+    relu: bool,
+    y: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    with_float_dtype!(y, "linear", |T| {
+        let x = Strided::<T>::borrow(x, "x")?;
+        let w = Strided::<T>::borrow(weight, "weight")?;
+        let bias = bias.map(|b| Strided::<T>::borrow(b, "bias")).transpose()?;
+        let y = Strided::<T>::borrow_mut(y, "y")?;
+        require_ndim(&x, 2, "x")?;
+        require_ndim(&w, 2, "weight")?;
+        require_ndim(&y, 2, "y")?;
+        if let Some(b) = &bias {
+            require_ndim(b, 1, "bias")?;
+        }
+        let work = Unchecked((x, w, bias, y));
+        py.detach(move || {
+            let (x, w, bias, y) = work.into_inner();
+            // SAFETY: live arrays, dtypes and ranks checked above; the core checks the shapes.
+            unsafe { linear::forward(x.matrix(), w.matrix(), layout(out_in), bias.map(|b| b.vector()), relu, y.matrix_mut()) }
+        })
+        .map_err(|e| PyValueError::new_err(e.0))
+    })
+}
+
+/// The linear layer's gradients into the given outputs (None: not wanted).
+#[pyfunction]
+#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias))]
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    py: Python<'_>,
+    grad_y: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    out_in: bool,
+    grad_x: Option<&Bound<'_, PyAny>>,
+    grad_weight: Option<&Bound<'_, PyAny>>,
+    grad_bias: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    with_float_dtype!(grad_y, "linear_backward", |T| {
+        let g = Strided::<T>::borrow(grad_y, "grad_y")?;
+        let x = Strided::<T>::borrow(x, "x")?;
+        let w = Strided::<T>::borrow(weight, "weight")?;
+        let gx = optional_mut::<T>(grad_x, "grad_x")?;
+        let gw = optional_mut::<T>(grad_weight, "grad_weight")?;
+        let gb = optional_mut::<T>(grad_bias, "grad_bias")?;
+        for (view, name) in [(&g, "grad_y"), (&x, "x"), (&w, "weight")] {
+            require_ndim(view, 2, name)?;
+        }
+        if let Some(v) = &gx {
+            require_ndim(v, 2, "grad_x")?;
+        }
+        if let Some(v) = &gw {
+            require_ndim(v, 2, "grad_weight")?;
+            if v.shape != w.shape {
+                return Err(PyValueError::new_err(format!("grad_weight has shape {:?}, weight {:?}", v.shape, w.shape)));
+            }
+        }
+        if let Some(v) = &gb {
+            require_ndim(v, 1, "grad_bias")?;
+            if v.strides[0] != 1 && v.shape[0] > 1 {
+                return Err(PyValueError::new_err("grad_bias must be contiguous"));
+            }
+        }
+        let work = Unchecked((g, x, w, gx, gw, gb));
+        py.detach(move || {
+            let (g, x, w, gx, gw, gb) = work.into_inner();
+            // SAFETY: live arrays, dtypes and ranks checked above (grad_bias contiguous); the
+            // core checks that the shapes fit together.
+            unsafe {
+                let grads = LinearGrads {
+                    x: gx.map(|v| v.matrix_mut()),
+                    weight: gw.map(|v| v.matrix_mut()),
+                    bias: gb.map(|v| core::slice::from_raw_parts_mut(v.ptr(), v.shape[0])),
+                };
+                linear::backward(g.matrix(), x.matrix(), w.matrix(), layout(out_in), grads)
+            }
+        })
+        .map_err(|e| PyValueError::new_err(e.0))
+    })
+}
+
 /// Sets the number of threads of matgrad's pool (>= 1).
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
@@ -131,6 +242,8 @@ fn force_kernel(name: &str) -> PyResult<()> {
 #[pymodule]
 fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;

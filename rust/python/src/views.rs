@@ -94,12 +94,10 @@ impl<T: Float> Strided<T> {
 
     /// A 1-D array as a vector.
     /// SAFETY: the array is alive for `'a`.
-    #[allow(dead_code)]
     pub unsafe fn vector<'a>(&self) -> VecRef<'a, T> {
         VecRef::from_raw_parts(self.ptr, self.shape[0], self.strides[0])
     }
 
-    #[allow(dead_code)]
     pub fn ptr(&self) -> *mut T {
         self.ptr
     }

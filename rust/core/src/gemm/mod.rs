@@ -127,6 +127,17 @@ impl<'a, T> MatRef<'a, T> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+
+    /// Element `(i, j)` (panics when out of range).
+    pub fn get(&self, i: usize, j: usize) -> T
+    where
+        T: Copy,
+    {
+        assert!(i < self.rows && j < self.cols, "index ({i}, {j}) outside a ({}, {}) matrix", self.rows, self.cols);
+        // SAFETY: in range, and the constructor guaranteed every in-range element is readable.
+        unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
+    }
+
     fn block(&self) -> Block<T> {
         Block { ptr: self.ptr, rs: self.rs, cs: self.cs }
     }
