@@ -1,0 +1,54 @@
+"""Type stubs for the compiled extension ``matgrad._matgrad`` (thin glue over matgrad-core).
+
+These functions take arrays already normalized by the Python layer: float32 or float64 of
+one dtype, aligned, native byte order. They compute into the given output arrays with the GIL
+released and raise ValueError/TypeError for anything else.
+"""
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def matmul(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], /) -> None:
+    """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
+    ``out``'s or 1 (broadcast)."""
+
+def linear_forward(
+    x: npt.NDArray[np.floating],
+    weight: npt.NDArray[np.floating],
+    bias: npt.NDArray[np.floating] | None,
+    out_in: bool,
+    relu: bool,
+    y: npt.NDArray[np.floating],
+    /,
+) -> None:
+    """``y[...] = relu?(x @ W + bias)`` with x (batch, in) and W (in, out), or (out, in) when
+    ``out_in``; bias and relu are applied as the GEMM stores y."""
+
+def linear_backward(
+    grad_y: npt.NDArray[np.floating],
+    x: npt.NDArray[np.floating],
+    weight: npt.NDArray[np.floating],
+    out_in: bool,
+    grad_x: npt.NDArray[np.floating] | None,
+    grad_weight: npt.NDArray[np.floating] | None,
+    grad_bias: npt.NDArray[np.floating] | None,
+    /,
+) -> None:
+    """Writes the linear layer's gradients into the outputs given (None: not wanted)."""
+
+def set_num_threads(n: int, /) -> None:
+    """Sets the size of matgrad's thread pool (>= 1)."""
+
+def get_num_threads() -> int:
+    """The size of matgrad's thread pool."""
+
+def simd_kernel() -> str:
+    """The SIMD kernel in use: "avx512", "avx2", "neon" or "generic"."""
+
+def available_kernels() -> list[str]:
+    """The kernels this CPU can run, fastest first."""
+
+def force_kernel(name: str, /) -> None:
+    """Makes later calls use the named kernel (ValueError if unknown or unsupported)."""
