@@ -1,11 +1,11 @@
 //! Cache blocking: MC, KC, NC from the machine's cache sizes (Low et al., "Analytical modeling
 //! is enough for high-performance BLIS", simplified).
 //!
-//! - KC: the B micro-panel (KC × NR) is reused by every A micro-panel of the A block, so it must
-//!   stay in L1. Give it all but two ways of L1 (one for the streaming A micro-panel, one for C).
-//! - MC: the packed A block (MC × KC) is re-read for every B micro-panel: half of L2.
-//! - NC: the packed B block (KC × NC) is shared by all threads from L3: half of L3, capped so the
-//!   buffer stays modest.
+//! - KC: the A micro-panel (MR × KC) is reused by every B micro-panel of the B block, so it
+//!   stays in L1 beside the B micro-panel streaming through: give it about half of L1.
+//! - NC: the packed B block (KC × NC) is re-read for every A micro-panel: half of L2.
+//! - MC: the packed A block (MC × KC) is shared by all threads from L3: a quarter of L3,
+//!   capped so the buffer stays modest.
 
 use std::sync::OnceLock;
 
@@ -85,11 +85,9 @@ pub struct Blocking {
 
 impl Blocking {
     pub fn new(mr: usize, nr: usize, elem_size: usize, caches: CacheSizes) -> Blocking {
-        let ways = caches.l1_ways.max(4);
-        let l1_for_b = caches.l1 / ways * (ways - 2);
-        let kc = round_down(l1_for_b / (nr * elem_size), 8).clamp(64, 1024);
-        let mc = round_down(caches.l2 / 2 / (kc * elem_size), mr).clamp(mr, 4096);
-        let nc = round_down(caches.l3 / 2 / (kc * elem_size), nr).clamp(nr, 4096);
+        let kc = round_down((caches.l1 / 2 / (mr * elem_size)).clamp(64, 1024), 8);
+        let nc = round_down((caches.l2 / 2 / (kc * elem_size)).clamp(nr, 4096), nr);
+        let mc = round_down((caches.l3 / 4 / (kc * elem_size)).clamp(mr, 4096), mr);
         Blocking { mc, kc, nc }
     }
 }
@@ -114,8 +112,8 @@ mod tests {
     fn blocks_fit_their_caches() {
         let caches = CacheSizes { l1: 32 << 10, l1_ways: 8, l2: 1 << 20, l3: 32 << 20 };
         let b = Blocking::new(12, 32, 4, caches);
-        assert!(b.kc * 32 * 4 <= caches.l1);
-        assert!(b.mc * b.kc * 4 <= caches.l2);
+        assert!(b.kc * 12 * 4 <= caches.l1);
+        assert!(b.nc * b.kc * 4 <= caches.l2);
         assert_eq!(b.mc % 12, 0);
         assert_eq!(b.nc % 32, 0);
     }

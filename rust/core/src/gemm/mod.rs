@@ -3,13 +3,18 @@
 //! The BLIS structure, five loops around a register-blocked micro-kernel:
 //!
 //! ```text
-//! LOOP 5  jc: columns of C in blocks of NC          B block (KC × NC) -> L3, shared
-//! LOOP 4  pc: the k dimension in blocks of KC       pack B block into NR-wide panels
-//! LOOP 3  ic: rows of C in blocks of MC             pack A block into MR-tall panels -> L2
-//!                                                   (threads split this loop, or columns)
-//! LOOP 2  jr: NR-wide panels of the B block         B micro-panel (KC × NR) -> L1
-//! LOOP 1  ir: MR-tall panels of the A block         micro-kernel: MR × NR tile of C
+//! LOOP 5  ic: rows of C in blocks of MC             A block (MC × KC) -> L3, shared
+//! LOOP 4  pc: the k dimension in blocks of KC       pack A block into MR-tall panels
+//! LOOP 3  jc: columns of C in blocks of NC          pack B block into NR-wide panels -> L2
+//!                                                   (threads split the columns: each has
+//!                                                   its own L2 and its own B block)
+//! LOOP 2  ir: MR-tall panels of the A block         A micro-panel (MR × KC) -> L1
+//! LOOP 1  jr: NR-wide panels of the B block         micro-kernel: MR × NR tile of C
 //! ```
+//!
+//! The kernels hold vectors along C's rows (NR wide) and broadcast A (MR tall), so the
+//! narrow A micro-panel is the one kept in L1 and the wide B block sits in L2: the mirror of
+//! BLIS's column-major arrangement.
 //!
 //! K is never split between threads, and tiles always start at multiples of MR and NR, so every
 //! element of C is computed by the same sequence of operations whatever the thread count.
@@ -521,42 +526,42 @@ impl<T: HasKernels> Problem<T> {
         }
     }
 
-    /// LOOP 5 and LOOP 4; threads split LOOP 3 (and LOOP 2 when C has few rows).
+    /// LOOP 5 and LOOP 4: the A block, packed once and shared by all threads.
     unsafe fn run_blocked(&self, kern: &MicroKernel<T>, blk: Blocking, threads: usize) {
         let (m, n, k) = (self.m, self.n, self.k);
-        let nr = kern.nr;
+        let mr = kern.mr;
         if let Some(sums) = self.a_row_sums {
             core::ptr::write_bytes(sums, 0, m);
         }
         if let Some(sums) = self.b_col_sums {
             core::ptr::write_bytes(sums, 0, n);
         }
-        let nc_max = blk.nc.min(n.next_multiple_of(nr));
+        let mc_max = blk.mc.min(m.next_multiple_of(mr));
         let kc_max = blk.kc.min(k);
-        with_scratch::<T, _>(nc_max * kc_max, |b_packed| {
-            let b_packed = SendPtr(b_packed.as_mut_ptr());
-            for jc in (0..n).step_by(blk.nc) {
-                let nc = blk.nc.min(n - jc);
+        with_scratch::<T, _>(mc_max * kc_max, |a_packed| {
+            let a_packed = SendPtr(a_packed.as_mut_ptr());
+            // LOOP 5: rows of C in blocks of MC.
+            for ic in (0..m).step_by(blk.mc) {
+                let mc = blk.mc.min(m - ic);
+                // LOOP 4: k in blocks of KC.
                 for pc in (0..k).step_by(blk.kc) {
                     let kc = blk.kc.min(k - pc);
-                    let b_block = Block { ptr: self.b.at(pc, jc), ..self.b };
-                    let col_sums = self.b_col_sums.map(|s| s.add(jc));
-                    let panels = nc.div_ceil(nr);
+                    let a_block = Block { ptr: self.a.at(ic, pc), ..self.a };
+                    let row_sums = self.a_row_sums.map(|s| s.add(ic));
+                    let panels = mc.div_ceil(mr);
                     if threads > 1 && panels > 1 {
                         let per_task = panels.div_ceil(threads);
-                        let col_sums = col_sums.map(SendPtr);
+                        let row_sums = row_sums.map(SendPtr);
                         (0..panels).step_by(per_task).collect::<Vec<_>>().into_par_iter().for_each(|q0| {
-                            // SAFETY: each task packs its own panels and sums its own columns.
+                            // SAFETY: each task packs its own panels and sums its own rows.
                             let q1 = (q0 + per_task).min(panels);
-                            pack_b(nr, nc, kc, b_block, b_packed.get(), col_sums.map(SendPtr::get), q0..q1);
+                            pack_a(mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), q0..q1);
                         });
                     } else {
-                        pack_b(nr, nc, kc, b_block, b_packed.0, col_sums, 0..panels);
+                        pack_a(mr, mc, kc, a_block, a_packed.get(), row_sums, 0..panels);
                     }
-                    let first_k = pc == 0;
-                    let last_k = pc + kc == k;
-                    let sum_rows = jc == 0;
-                    self.run_macro(kern, blk, threads, jc, nc, pc, kc, b_packed.0, first_k, last_k, sum_rows);
+                    let k_part = KPart { pc, kc, first: pc == 0, last: pc + kc == k, sum_cols: ic == 0 };
+                    self.run_macro(kern, blk, threads, ic, mc, k_part, a_packed.get());
                 }
             }
         });
@@ -564,90 +569,86 @@ impl<T: HasKernels> Problem<T> {
 
     /// LOOP 3 (split into tasks across threads), then LOOP 2 and LOOP 1 inside each task.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_macro(
-        &self,
-        kern: &MicroKernel<T>,
-        blk: Blocking,
-        threads: usize,
-        jc: usize,
-        nc: usize,
-        pc: usize,
-        kc: usize,
-        b_packed: *mut T,
-        first_k: bool,
-        last_k: bool,
-        sum_rows: bool,
-    ) {
+    unsafe fn run_macro(&self, kern: &MicroKernel<T>, blk: Blocking, threads: usize, ic: usize, mc: usize, kp: KPart, a_packed: *mut T) {
         let (mr, nr) = (kern.mr, kern.nr);
-        let m_panels = self.m.div_ceil(mr);
-        let n_panels = nc.div_ceil(nr);
-        // Split rows into chunks of whole MR panels, a multiple of the thread count when there
-        // are enough; with few rows, split the columns too.
-        let mut m_chunks = self.m.div_ceil(blk.mc);
-        if threads > 1 {
-            m_chunks = m_chunks.div_ceil(threads) * threads;
-        }
-        m_chunks = m_chunks.min(m_panels);
-        let n_chunks = if m_chunks < threads { threads.div_ceil(m_chunks).min(n_panels) } else { 1 };
-        let b_packed = SendPtr(b_packed);
+        let n_panels = self.n.div_ceil(nr);
+        let m_panels = mc.div_ceil(mr);
+        // Split the columns into one chunk of whole NR panels per thread; with few columns,
+        // split the rows of the A block too.
+        let n_chunks = if threads > 1 { threads.min(n_panels) } else { 1 };
+        let m_chunks = if n_chunks < threads { threads.div_ceil(n_chunks).min(m_panels) } else { 1 };
+        let a_packed = SendPtr(a_packed);
         let task = |t: usize| {
-            let (mi, ni) = (t / n_chunks, t % n_chunks);
-            let p0 = m_panels * mi / m_chunks;
-            let p1 = m_panels * (mi + 1) / m_chunks;
+            let (ni, mi) = (t / m_chunks, t % m_chunks);
             let q0 = n_panels * ni / n_chunks;
             let q1 = n_panels * (ni + 1) / n_chunks;
-            // Rows may only be summed by one task of each row range.
-            let sum_rows = sum_rows && ni == 0;
-            self.run_task(kern, blk, jc, pc, kc, b_packed.get(), p0 * mr..(p1 * mr).min(self.m), q0..q1, nc, first_k, last_k, sum_rows);
+            let p0 = m_panels * mi / m_chunks;
+            let p1 = m_panels * (mi + 1) / m_chunks;
+            // Columns may only be summed by one task of each column range.
+            let kp = KPart { sum_cols: kp.sum_cols && mi == 0, ..kp };
+            self.run_task(kern, blk, ic, mc, kp, a_packed.get(), p0..p1, q0 * nr..(q1 * nr).min(self.n));
         };
         let tasks = m_chunks * n_chunks;
         if threads > 1 && tasks > 1 {
-            // SAFETY: tasks write disjoint tiles of C and disjoint row sums; B is only read.
+            // SAFETY: tasks write disjoint tiles of C and disjoint column sums; A is only read.
             (0..tasks).into_par_iter().for_each(task);
         } else {
             (0..tasks).for_each(task);
         }
     }
 
+    /// One thread's share: LOOP 3 over its columns in blocks of NC (B block packed into this
+    /// thread's L2), LOOP 2 over A micro-panels (each stays in L1), LOOP 1 over B micro-panels.
     #[allow(clippy::too_many_arguments)]
     unsafe fn run_task(
         &self,
         kern: &MicroKernel<T>,
         blk: Blocking,
-        jc: usize,
-        pc: usize,
-        kc: usize,
-        b_packed: *const T,
-        rows: core::ops::Range<usize>,
-        panels: core::ops::Range<usize>,
-        nc: usize,
-        first_k: bool,
-        last_k: bool,
-        sum_rows: bool,
+        ic: usize,
+        mc: usize,
+        kp: KPart,
+        a_packed: *const T,
+        a_panels: core::ops::Range<usize>,
+        cols: core::ops::Range<usize>,
     ) {
         let (mr, nr) = (kern.mr, kern.nr);
-        let mc_max = blk.mc.min(rows.len().next_multiple_of(mr));
-        with_scratch::<T, _>(mc_max * kc, |a_packed| {
-            let a_packed = a_packed.as_mut_ptr();
-            for ic in rows.clone().step_by(blk.mc) {
-                let mc = blk.mc.min(rows.end - ic);
-                let a_block = Block { ptr: self.a.at(ic, pc), ..self.a };
-                let row_sums = if sum_rows { self.a_row_sums.map(|s| s.add(ic)) } else { None };
-                pack_a(mr, mc, kc, a_block, a_packed, row_sums);
-                // LOOP 2: B micro-panels (stay in L1 while LOOP 1 runs).
-                for q in panels.clone() {
-                    let j = q * nr;
-                    let cols = nr.min(nc - j);
-                    let b_panel = b_packed.add(q * nr * kc);
-                    // LOOP 1: A micro-panels, one tile of C each.
-                    for (r, i) in (0..mc).step_by(mr).enumerate() {
-                        let st = self.store(ic + i, jc + j, mr.min(mc - i), cols, first_k, last_k);
-                        (kern.run)(kc, a_packed.add(r * mr * kc), b_panel, &st);
+        let kc = kp.kc;
+        let nc_max = blk.nc.min(cols.len().next_multiple_of(nr));
+        with_scratch::<T, _>(nc_max * kc, |b_packed| {
+            let b_packed = b_packed.as_mut_ptr();
+            // LOOP 3: columns in blocks of NC.
+            for jc in cols.clone().step_by(blk.nc) {
+                let nc = blk.nc.min(cols.end - jc);
+                let b_block = Block { ptr: self.b.at(kp.pc, jc), ..self.b };
+                let col_sums = if kp.sum_cols { self.b_col_sums.map(|s| s.add(jc)) } else { None };
+                pack_b(nr, nc, kc, b_block, b_packed, col_sums, 0..nc.div_ceil(nr));
+                // LOOP 2: A micro-panels.
+                for q in a_panels.clone() {
+                    let i = q * mr;
+                    let rows = mr.min(mc - i);
+                    let a_panel = a_packed.add(q * mr * kc);
+                    // LOOP 1: B micro-panels, one tile of C each.
+                    for (r, j) in (0..nc).step_by(nr).enumerate() {
+                        let st = self.store(ic + i, jc + j, rows, nr.min(nc - j), kp.first, kp.last);
+                        (kern.run)(kc, a_panel, b_packed.add(r * nr * kc), &st);
                     }
                 }
             }
         });
     }
+}
+
+/// One block of the k dimension, and what happens in it.
+#[derive(Clone, Copy)]
+struct KPart {
+    pc: usize,
+    kc: usize,
+    /// The first block stores with the caller's beta and the bias.
+    first: bool,
+    /// The last block applies relu.
+    last: bool,
+    /// Whether this pass over B also sums its columns (only the first row block does).
+    sum_cols: bool,
 }
 
 /// The batch loop around [`Gemm`]: `C[idx] = A[idx] B[idx]` for every index of `shape`, each

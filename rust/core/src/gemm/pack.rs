@@ -32,6 +32,8 @@ impl<T> Block<T> {
 /// column by column (`dst[q*mr*kc + p*mr + i] = a[q*mr + i, p]`), zero-padding the last.
 /// If `row_sums` is given, `row_sums[i] += a[i, p]` for every packed element, p ascending.
 ///
+/// Only panels `panels.start .. panels.end` are packed, so threads can split the work.
+///
 /// SAFETY: `a` addresses `mc × kc` readable elements; `dst` holds `ceil(mc/mr)*mr*kc`;
 /// `row_sums`, if given, holds `mc` writable elements.
 pub(crate) unsafe fn pack_a<T: Element>(
@@ -41,8 +43,10 @@ pub(crate) unsafe fn pack_a<T: Element>(
     a: Block<T>,
     dst: *mut T,
     row_sums: Option<*mut T>,
+    panels: core::ops::Range<usize>,
 ) {
-    for (q, i0) in (0..mc).step_by(mr).enumerate() {
+    for q in panels {
+        let i0 = q * mr;
         let rows = mr.min(mc - i0);
         let panel = dst.add(q * mr * kc);
         if a.cs == 1 {

@@ -198,7 +198,7 @@ unsafe fn avx512_f32(kc: usize, a: *const f32, b: *const f32, st: &TileStore<f32
 
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>) {
-    microkernel::<Avx512F64, 12, 2>(kc, a, b, st)
+    microkernel::<Avx512F64, 14, 2>(kc, a, b, st)
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -212,6 +212,6 @@ unsafe fn avx2_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
 }
 
 pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { mr: 12, nr: 32, run: avx512_f32 };
-pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { mr: 12, nr: 16, run: avx512_f64 };
+pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { mr: 14, nr: 16, run: avx512_f64 };
 pub(crate) const AVX2_F32: MicroKernel<f32> = MicroKernel { mr: 6, nr: 16, run: avx2_f32 };
 pub(crate) const AVX2_F64: MicroKernel<f64> = MicroKernel { mr: 6, nr: 8, run: avx2_f64 };
