@@ -71,7 +71,7 @@ def linear(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
             f"(expected ({n_out},))"
         )
     dtype = _float_dtype("linear", x, w, b)
-    x2 = _ready(x.reshape(-1, n_in), dtype)
+    x2 = _ready(x.reshape(_rows(x), n_in), dtype)
     y = np.empty((x2.shape[0], n_out), dtype)
     _matgrad.linear_forward(x2, _ready(w, dtype), _ready(b, dtype), out_in, False, y)
     return y.reshape(x.shape[:-1] + (n_out,))
@@ -106,8 +106,8 @@ def linear_backward(
             f"of shape {w.shape} give y of shape {x.shape[:-1] + (n_out,)}"
         )
     dtype = _float_dtype("linear_backward", g, x, w)
-    g2 = _ready(g.reshape(-1, n_out), dtype)
-    x2 = _ready(x.reshape(-1, n_in), dtype)
+    g2 = _ready(g.reshape(_rows(g), n_out), dtype)
+    x2 = _ready(x.reshape(_rows(x), n_in), dtype)
     gx = np.empty(x2.shape, dtype) if grad_x else None
     gw = np.empty(w.shape, dtype) if grad_weight else None
     gb = np.empty(n_out, dtype) if grad_bias else None
@@ -169,7 +169,7 @@ def matmul_backward(grad_out, a, b, /, *, grad_a: bool = True, grad_b: bool = Tr
         if b2.ndim == 2 and len(batch):
             # A 2-D b is shared by every batch: Σ_batch A_iᵀ G_i is one GEMM with the batch
             # folded into k (a view when the batch and row dimensions merge).
-            gb = matmul(_as_rows(a2, batch).T, g2.reshape(-1, n))
+            gb = matmul(_as_rows(a2, batch).T, g2.reshape(_rows(g2), n))
         else:
             gb = _sum_to_shape(matmul(np.swapaxes(a2, -1, -2), g2), b2.shape)
         gb = gb.reshape(b.shape)
@@ -179,4 +179,11 @@ def matmul_backward(grad_out, a, b, /, *, grad_a: bool = True, grad_b: bool = Tr
 def _as_rows(x: np.ndarray, batch: tuple) -> np.ndarray:
     """``x`` (..., m, k) broadcast to ``batch`` and seen as (batch·m, k): a view when the
     dimensions merge, else one copy (still far smaller than the per-batch gradients)."""
-    return np.broadcast_to(x, batch + x.shape[-2:]).reshape(-1, x.shape[-1])
+    full = np.broadcast_to(x, batch + x.shape[-2:])
+    return full.reshape(_rows(full), x.shape[-1])
+
+
+def _rows(x: np.ndarray) -> int:
+    """The number of rows of ``x`` with its leading dimensions flattened (explicit, since
+    ``reshape(-1, 0)`` is ambiguous for an empty array)."""
+    return int(np.prod(x.shape[:-1]))

@@ -45,7 +45,8 @@ fn main() {
     if let Some(t) = args.get(3) {
         matgrad_core::threads::set_num_threads(t.parse().unwrap()).unwrap();
     }
-    let reps = if n <= 512 { 50 } else { 10 };
+    let reps = if n <= 32 { 20000 } else if n <= 512 { 50 } else { 10 };
     let gf = if dtype == "f64" { bench::<f64>(n, reps) } else { bench::<f32>(n, reps) };
-    println!("n={n} {dtype}: {gf:.1} GFLOP/s per CPU-second, best (threads={})", matgrad_core::threads::num_threads());
+    let us = 2.0 * (n * n * n) as f64 / gf / 1e3;
+    println!("n={n} {dtype}: {us:.3} us/call, {gf:.1} GFLOP/s per CPU-second, best (threads={})", matgrad_core::threads::num_threads());
 }

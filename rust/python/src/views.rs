@@ -63,7 +63,8 @@ impl<T: Float> Strided<T> {
         if flags & NPY_ARRAY_WRITEABLE == 0 {
             return Err(PyValueError::new_err(format!("{name}: output array is read-only")));
         }
-        if view.shape.iter().zip(&view.strides).any(|(&n, &s)| n > 1 && s == 0) {
+        let empty = view.shape.contains(&0);
+        if !empty && view.shape.iter().zip(&view.strides).any(|(&n, &s)| n > 1 && s == 0) {
             return Err(PyValueError::new_err(format!("{name}: output array has a zero stride (a broadcast view)")));
         }
         Ok(view)

@@ -1,8 +1,8 @@
 //! The direct path for tiny products: no packing, no scratch buffers, no threads.
 //!
-//! For n ≈ 16 the packed path's fixed costs (buffers, packing, edge tiles) exceed the
-//! arithmetic. Here each row of C is accumulated in a stack buffer as `acc += A[i,p] * B[p,:]`,
-//! a loop the compiler vectorizes when B's rows are contiguous.
+//! For a handful of elements the packed path's fixed costs (buffers, packing, edge tiles)
+//! exceed the arithmetic. Here each row of C is accumulated in a stack buffer as
+//! `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are contiguous.
 
 use super::{HasKernels, Isa, Problem};
 
@@ -27,7 +27,12 @@ unsafe fn direct_avx2<T: HasKernels>(p: &Problem<T>) {
 
 #[inline(always)]
 unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
+    // Copied out so that stores through C cannot force them to be re-read.
     let (m, n, k) = (p.m, p.n, p.k);
+    let (a, b) = (p.a, p.b);
+    let (c, c_rs, c_cs) = (p.c, p.c_rs, p.c_cs);
+    let (alpha, beta, relu) = (p.alpha, p.beta, p.relu);
+    let (bias, bias_rs, bias_cs) = (p.bias, p.bias_rs, p.bias_cs);
     let mut acc = [T::ZERO; CHUNK];
     for j0 in (0..n).step_by(CHUNK) {
         let w = CHUNK.min(n - j0);
@@ -35,32 +40,34 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
         for i in 0..m {
             acc.fill(T::ZERO);
             for q in 0..k {
-                let a = *p.a.at(i, q);
-                let b_row = p.b.at(q, j0);
-                if p.b.cs == 1 {
+                let a_iq = *a.at(i, q);
+                let b_row = b.at(q, j0);
+                if b.cs == 1 {
                     let b_row = core::slice::from_raw_parts(b_row, w);
                     for (acc, &b) in acc.iter_mut().zip(b_row) {
-                        *acc = *acc + a * b;
+                        *acc = *acc + a_iq * b;
                     }
                 } else {
                     for (j, acc) in acc.iter_mut().enumerate() {
-                        *acc = *acc + a * *b_row.offset(j as isize * p.b.cs);
+                        *acc = *acc + a_iq * *b_row.offset(j as isize * b.cs);
                     }
                 }
             }
+            let c_row = c.offset(i as isize * c_rs + j0 as isize * c_cs);
+            let bias_row = bias.wrapping_offset(i as isize * bias_rs + j0 as isize * bias_cs);
             for (j, &x) in acc.iter().enumerate() {
-                let st = p.store(i, j0 + j, 1, 1, true, true);
-                let mut x = p.alpha * x;
-                if st.beta != T::ZERO {
-                    x = st.beta * *st.c + x;
+                let c = c_row.offset(j as isize * c_cs);
+                let mut x = if alpha != T::ONE { alpha * x } else { x };
+                if beta != T::ZERO {
+                    x = beta * *c + x;
                 }
-                if !st.bias.is_null() {
-                    x = x + *st.bias;
+                if !bias.is_null() {
+                    x = x + *bias_row.offset(j as isize * bias_cs);
                 }
-                if st.relu && T::ZERO > x {
+                if relu && T::ZERO > x {
                     x = T::ZERO;
                 }
-                *st.c = x;
+                *c = x;
             }
         }
     }
@@ -68,7 +75,7 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
         for i in 0..m {
             let mut s = T::ZERO;
             for q in 0..k {
-                s = s + *p.a.at(i, q);
+                s = s + *a.at(i, q);
             }
             *sums.add(i) = s;
         }
@@ -79,7 +86,7 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
         }
         for q in 0..k {
             for j in 0..n {
-                *sums.add(j) = *sums.add(j) + *p.b.at(q, j);
+                *sums.add(j) = *sums.add(j) + *b.at(q, j);
             }
         }
     }

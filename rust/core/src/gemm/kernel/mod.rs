@@ -133,6 +133,10 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
 }
 
 /// Applies alpha, beta, bias and relu to the accumulators and writes the tile to C.
+///
+/// Rows of C with unit column stride are stored a vector at a time (the tail of a partial
+/// tile element by element); any other C goes through a spilled copy of the tile. Both use
+/// the same operations in the same order, so the result does not depend on the path.
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
     acc: &[[S::V; NV]; MR],
@@ -141,59 +145,72 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
     let nr = NV * S::LANES;
     let one = <S::T as Element>::ONE;
     let zero = <S::T as Element>::ZERO;
-    let has_bias = !st.bias.is_null();
-    let direct = st.rows == MR && st.cols == nr && st.cs == 1 && (!has_bias || st.bias_cs == 1);
-    if direct {
-        let alpha = S::splat(st.alpha);
-        let beta = S::splat(st.beta);
-        for (i, acc_row) in acc.iter().enumerate() {
-            let c_row = st.c.offset(i as isize * st.rs);
-            let bias_row = st.bias.wrapping_offset(i as isize * st.bias_rs);
+    // Locals, so that stores through C cannot force these to be re-read.
+    let TileStore { c, rs, cs, rows, cols, alpha, beta, bias, bias_rs, bias_cs, relu } = *st;
+    let has_bias = !bias.is_null();
+    let scalar = |x: S::T, c: *mut S::T, bias: *const S::T| {
+        let mut x = x;
+        if alpha != one {
+            x = alpha * x;
+        }
+        if beta != zero {
+            x = S::fmadd_scalar(beta, *c, x);
+        }
+        if has_bias {
+            x = x + *bias;
+        }
+        // Mirrors `max(0, x)` lane for lane: NaN and -0.0 pass through unchanged.
+        if relu && zero > x {
+            x = zero;
+        }
+        *c = x;
+    };
+    if cs == 1 && (!has_bias || bias_cs == 1) {
+        let (valpha, vbeta) = (S::splat(alpha), S::splat(beta));
+        for (i, acc_row) in acc.iter().enumerate().take(rows) {
+            let c_row = c.offset(i as isize * rs);
+            let bias_row = bias.wrapping_offset(i as isize * bias_rs);
             for (v, &x) in acc_row.iter().enumerate() {
-                let mut x = x;
-                if st.alpha != one {
-                    x = S::mul(alpha, x);
+                let j = v * S::LANES;
+                if j + S::LANES <= cols {
+                    let mut x = x;
+                    if alpha != one {
+                        x = S::mul(valpha, x);
+                    }
+                    if beta != zero {
+                        x = S::fmadd(vbeta, S::load(c_row.add(j)), x);
+                    }
+                    if has_bias {
+                        x = S::add(x, S::load(bias_row.add(j)));
+                    }
+                    if relu {
+                        x = S::max(S::zero(), x);
+                    }
+                    S::store(c_row.add(j), x);
+                } else if j < cols {
+                    let mut lanes = [zero; 16];
+                    S::store(lanes.as_mut_ptr(), x);
+                    for (l, &x) in lanes.iter().enumerate().take(cols - j) {
+                        scalar(x, c_row.add(j + l), bias_row.wrapping_add(j + l));
+                    }
                 }
-                if st.beta != zero {
-                    x = S::fmadd(beta, S::load(c_row.add(v * S::LANES)), x);
-                }
-                if has_bias {
-                    x = S::add(x, S::load(bias_row.add(v * S::LANES)));
-                }
-                if st.relu {
-                    x = S::max(S::zero(), x);
-                }
-                S::store(c_row.add(v * S::LANES), x);
             }
         }
         return;
     }
-    // Edge tile or strided C: spill the accumulators, then the same operations one by one.
-    let mut tile = [zero; MAX_TILE];
-    debug_assert!(MR * nr <= MAX_TILE);
+    // Strided C: spill the accumulators, then the same operations one by one.
+    let mut tile = core::mem::MaybeUninit::<[S::T; MAX_TILE]>::uninit();
+    let tile = tile.as_mut_ptr().cast::<S::T>();
+    debug_assert!(MR * nr <= MAX_TILE && S::LANES <= 16);
     for (i, acc_row) in acc.iter().enumerate() {
         for (v, &x) in acc_row.iter().enumerate() {
-            S::store(tile.as_mut_ptr().add(i * nr + v * S::LANES), x);
+            S::store(tile.add(i * nr + v * S::LANES), x);
         }
     }
-    for i in 0..st.rows {
-        for j in 0..st.cols {
-            let c = st.c.offset(i as isize * st.rs + j as isize * st.cs);
-            let mut x = tile[i * nr + j];
-            if st.alpha != one {
-                x = st.alpha * x;
-            }
-            if st.beta != zero {
-                x = S::fmadd_scalar(st.beta, *c, x);
-            }
-            if has_bias {
-                x = x + *st.bias.offset(i as isize * st.bias_rs + j as isize * st.bias_cs);
-            }
-            // Mirrors `max(0, x)` lane for lane: NaN and -0.0 pass through unchanged.
-            if st.relu && zero > x {
-                x = zero;
-            }
-            *c = x;
+    for i in 0..rows {
+        for j in 0..cols {
+            let at = i as isize * bias_rs + j as isize * bias_cs;
+            scalar(*tile.add(i * nr + j), c.offset(i as isize * rs + j as isize * cs), bias.wrapping_offset(at));
         }
     }
 }
