@@ -1,11 +1,11 @@
 use matgrad_core::gemm::{Gemm, MatMut, MatRef};
 use std::time::Instant;
 fn main() {
-    for n in [8usize, 16, 24, 32, 48] {
+    for n in [16usize] {
         let a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64 * 0.1).collect();
         let b = a.clone();
         let mut c = vec![0f64; n * n];
-        let reps = 20000;
+        let reps = 1000;
         let t = Instant::now();
         for _ in 0..reps {
             Gemm::new(MatRef::from_slice(&a, 0, n, n, n as isize, 1), MatRef::from_slice(&b, 0, n, n, n as isize, 1), MatMut::from_slice(&mut c, 0, n, n, n as isize, 1)).unwrap().run();

@@ -52,16 +52,15 @@ pub(crate) unsafe fn pack_a<T: Element>(
         if a.cs == 1 {
             // Rows are contiguous: read each row once, write it down the panel's column.
             for i in 0..rows {
-                let src = a.at(i0 + i, 0);
-                let mut sum = row_sums.map(|s| *s.add(i0 + i));
-                for p in 0..kc {
-                    let x = *src.add(p);
+                let src = core::slice::from_raw_parts(a.at(i0 + i, 0), kc);
+                for (p, &x) in src.iter().enumerate() {
                     *panel.add(p * mr + i) = x;
-                    if let Some(s) = sum.as_mut() {
-                        *s = *s + x;
-                    }
                 }
-                if let (Some(s), Some(sums)) = (sum, row_sums) {
+                if let Some(sums) = row_sums {
+                    let mut s = *sums.add(i0 + i);
+                    for &x in src {
+                        s = s + x;
+                    }
                     *sums.add(i0 + i) = s;
                 }
             }
