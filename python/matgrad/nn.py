@@ -1,0 +1,184 @@
+"""Small neural networks built on matgrad's linear layer, forward and backward.
+
+:func:`mlp2_loss_and_grads` is the two-layer ReLU network with a softmax cross-entropy loss
+and an L2 penalty, with every product computed by matgrad's GEMM::
+
+    Z1 = X W1 + b1,   H1 = relu(Z1),   Z2 = H1 W2 + b2,   P = softmax(Z2)
+    L  = -mean_i log P[i, y_i] + reg * (ΣW1² + ΣW2²)
+
+and its gradients, the classic derivation::
+
+    ∂L/∂Z2 = (P - Y) / N                     (Y the one-hot labels)
+    ∂L/∂W2 = H1ᵀ ∂L/∂Z2 + 2 reg W2           ∂L/∂b2 = column sums of ∂L/∂Z2
+    ∂L/∂H1 = ∂L/∂Z2 W2ᵀ
+    ∂L/∂Z1 = ∂L/∂H1 ⊙ relu′(Z1)              relu′(Z1) = (H1 > 0)
+    ∂L/∂W1 = Xᵀ ∂L/∂Z1 + 2 reg W1            ∂L/∂b1 = column sums of ∂L/∂Z1
+
+The ReLU is the fused epilogue of the first layer's GEMM (H1 comes out of it directly; Z1
+is never stored), and each bias gradient is summed while its GEMM packs ∂L/∂Z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _matgrad
+
+__all__ = ["mlp2_loss_and_grads", "init_mlp2_params"]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_KEYS = ("W1", "b1", "W2", "b2")
+
+
+def _ready(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``x`` as the kernels read it in place (any strides): ``dtype``, native byte order,
+    aligned. Only arrays that are not already so are copied."""
+    if x.dtype != dtype or not x.dtype.isnative:
+        return x.astype(dtype.newbyteorder("="))
+    if not x.flags.aligned or any(s % x.itemsize for s in x.strides):
+        return np.array(x, dtype=dtype, copy=True)
+    return x
+
+
+def _check_inputs(params, X):
+    """The four parameters and X as float arrays of one dtype, shapes checked; (N, D, H, C)."""
+    if not hasattr(params, "__getitem__") or not hasattr(params, "keys"):
+        raise TypeError(f"params must be a dict with keys W1, b1, W2, b2, got "
+                        f"{type(params).__name__}")
+    missing = [k for k in _KEYS if k not in params]
+    if missing:
+        raise ValueError(f"params is missing {', '.join(map(repr, missing))} "
+                         f"(expected keys W1, b1, W2, b2)")
+    W1, b1, W2, b2 = (np.asarray(params[k]) for k in _KEYS)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (N, D), got shape {X.shape}")
+    if W1.ndim != 2:
+        raise ValueError(f"W1 must be 2-D (D, H), got shape {W1.shape}")
+    if W2.ndim != 2:
+        raise ValueError(f"W2 must be 2-D (H, C), got shape {W2.shape}")
+    n, d = X.shape
+    if W1.shape[0] != d:
+        raise ValueError(f"X of shape {X.shape} does not fit W1 of shape {W1.shape}: "
+                         f"X has D={d} features, W1 has {W1.shape[0]} rows")
+    h = W1.shape[1]
+    if W2.shape[0] != h:
+        raise ValueError(f"W1 of shape {W1.shape} does not fit W2 of shape {W2.shape}: "
+                         f"W1 has H={h} columns, W2 has {W2.shape[0]} rows")
+    c = W2.shape[1]
+    if b1.shape != (h,):
+        raise ValueError(f"b1 must have shape ({h},) to fit W1 of shape {W1.shape}, "
+                         f"got {b1.shape}")
+    if b2.shape != (c,):
+        raise ValueError(f"b2 must have shape ({c},) to fit W2 of shape {W2.shape}, "
+                         f"got {b2.shape}")
+    dtype = np.result_type(X, W1, b1, W2, b2)
+    if dtype != _F32 and dtype != _F64:
+        names = ", ".join(f"{k}={a.dtype}" for k, a in zip(("X",) + _KEYS, (X, W1, b1, W2, b2)))
+        raise TypeError(f"mlp2_loss_and_grads: float32 or float64 arrays required, got {names}")
+    arrays = tuple(_ready(a, dtype) for a in (X, W1, b1, W2, b2))
+    return arrays, (n, d, h, c), dtype
+
+
+def _check_labels(y, n: int, c: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels y must be integers (class indices), got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"labels y must have shape ({n},), one per row of X, got {y.shape}")
+    if n == 0:
+        raise ValueError("X has no rows: the mean loss of an empty batch is undefined")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0:
+        raise ValueError(f"labels y must be >= 0, got a negative label {lo}")
+    if hi >= c:
+        raise ValueError(f"labels y must be < C={c} (the number of classes, W2.shape[1]), "
+                         f"got label {hi}")
+    return y.astype(np.intp, copy=False)
+
+
+def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
+    """Loss and gradients of the two-layer ReLU network with softmax cross-entropy.
+
+    ``params``: a dict with ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, C), ``b2`` (C,).
+    ``X``: (N, D). ``y``: integer class labels (N,) in ``[0, C)``, or ``None``.
+    ``reg``: the L2 strength; the penalty is ``reg * (ΣW1² + ΣW2²)`` (biases excluded).
+
+    Without ``y``, returns the scores Z2 (N, C). With ``y``, returns ``(loss, grads)``: the
+    mean softmax cross-entropy plus the penalty as a Python float, and a dict of the
+    gradients with the keys and shapes of ``params``. Arrays are float32 or float64 (the
+    result dtype of the inputs); bad shapes, keys or labels raise ValueError.
+    """
+    (X, W1, b1, W2, b2), (n, _d, h, c), dtype = _check_inputs(params, X)
+    labels = None if y is None else _check_labels(y, n, c)
+    reg = float(reg)
+    if not np.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg must be a finite number >= 0, got {reg}")
+
+    # Forward. H1 = relu(X W1 + b1) in one GEMM: bias and ReLU are applied as each tile of
+    # the product is stored, so Z1 never exists (relu'(Z1) is recovered as H1 > 0).
+    H1 = np.empty((n, h), dtype)
+    _matgrad.linear_forward(X, W1, b1, False, True, H1)
+    scores = np.empty((n, c), dtype)
+    _matgrad.linear_forward(H1, W2, b2, False, False, scores)
+    if labels is None:
+        return scores
+
+    # Softmax cross-entropy, shifted by each row's max for stability. `scores` becomes
+    # exp(Z2 - max) and then, in place, dZ2 = (P - Y) / N.
+    rows = np.arange(n)
+    scores -= scores.max(axis=1, keepdims=True)
+    z_y = scores[rows, labels]
+    np.exp(scores, out=scores)
+    sums = scores.sum(axis=1)
+    # -log P[i, y_i] = log Σ_j exp(z_ij) - z_iy  (z already shifted: no overflow; the sum
+    # is >= 1, so its log is finite).
+    loss = float(np.mean(np.log(sums) - z_y))
+    if reg:
+        # ΣW² as a dot product: one pass, no temporary of W's size.
+        loss += reg * float(np.vdot(W1.ravel(), W1.ravel()) + np.vdot(W2.ravel(), W2.ravel()))
+    dZ2 = scores
+    dZ2 *= (1.0 / (n * sums)).astype(dtype, copy=False)[:, None]
+    dZ2[rows, labels] -= dtype.type(1.0 / n)
+
+    # Second layer: dH1 = dZ2 W2ᵀ, dW2 = H1ᵀ dZ2, db2 = column sums of dZ2 (summed while dZ2
+    # is packed for the dW2 GEMM).
+    dH1 = np.empty((n, h), dtype)
+    dW2 = np.empty(W2.shape, dtype)
+    db2 = np.empty(c, dtype)
+    _matgrad.linear_backward(dZ2, H1, W2, False, dH1, dW2, db2)
+
+    # ReLU backward: dZ1 = dH1 ⊙ (H1 > 0), in place in dH1. Measured at N=256, H=1024 (f32,
+    # NumPy 2.3): `np.multiply(dH1, H1 > 0, out=dH1)` takes ~0.25 ms (one streaming compare
+    # into a bool array a quarter of dH1's size, then one streaming in-place multiply);
+    # boolean indexing `dH1[H1 <= 0] = 0`, np.putmask and np.copyto(where=) take 1.5-2.6 ms:
+    # they branch per element on a ~50/50 random mask (mispredictions) instead of
+    # streaming. np.where allocates a new array and is slower still. A truly single pass
+    # needs the mask fused into the dH1 GEMM's store, which the kernels do not offer.
+    np.multiply(dH1, H1 > 0, out=dH1)
+    dZ1 = dH1
+
+    # First layer: only dW1 and db1 (X needs no gradient).
+    dW1 = np.empty(W1.shape, dtype)
+    db1 = np.empty(h, dtype)
+    _matgrad.linear_backward(dZ1, X, W1, False, None, dW1, db1)
+
+    if reg:
+        two_reg = dtype.type(2.0 * reg)
+        dW1 += two_reg * W1
+        dW2 += two_reg * W2
+    return loss, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+
+
+def init_mlp2_params(d: int, h: int, c: int, *, dtype=np.float32, seed=0) -> dict:
+    """He-initialised parameters for :func:`mlp2_loss_and_grads`: W1 ~ N(0, 2/D),
+    W2 ~ N(0, 1/H), zero biases."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    return {
+        "W1": (rng.standard_normal((d, h)) * np.sqrt(2.0 / d)).astype(dtype),
+        "b1": np.zeros(h, dtype),
+        "W2": (rng.standard_normal((h, c)) * np.sqrt(1.0 / h)).astype(dtype),
+        "b2": np.zeros(c, dtype),
+    }
