@@ -29,6 +29,7 @@ __all__ = [
     "get_num_threads",
     "simd_kernel",
     "available_kernels",
+    "nn",
     "__version__",
 ]
 
@@ -57,6 +58,8 @@ def _configure_from_environment() -> None:
 
 
 _configure_from_environment()
+
+from . import nn  # noqa: E402  (after the kernels and threads are configured)
 
 
 def _compute_ready(x: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -53,6 +53,11 @@ pub(crate) trait Simd: Copy {
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     /// The scalar twin of [`Simd::fmadd`], for edge tiles: fused exactly when `fmadd` is.
     unsafe fn fmadd_scalar(a: Self::T, b: Self::T, c: Self::T) -> Self::T;
+    /// A hint to bring the cache line holding `p` into L1 (never faults; may do nothing).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const Self::T) {
+        let _ = p;
+    }
 }
 
 /// Where and how one micro-kernel call writes its tile (see the module's contract).
@@ -113,6 +118,14 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     st: &TileStore<S::T>,
 ) {
     let nr = NV * S::LANES;
+    if st.beta != <S::T as Element>::ZERO {
+        // C is read at the end: start fetching its rows now, while the FMAs run.
+        for i in 0..MR {
+            let row = st.c.wrapping_offset(i as isize * st.rs);
+            S::prefetch(row);
+            S::prefetch(row.wrapping_offset((nr as isize - 1) * st.cs));
+        }
+    }
     let mut acc = [[S::zero(); NV]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {

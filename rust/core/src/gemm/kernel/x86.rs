@@ -63,6 +63,10 @@ impl Simd for Avx512F32 {
     unsafe fn fmadd_scalar(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+    }
 }
 
 impl Simd for Avx512F64 {
@@ -104,6 +108,10 @@ impl Simd for Avx512F64 {
     #[inline(always)]
     unsafe fn fmadd_scalar(a: f64, b: f64, c: f64) -> f64 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 }
 
@@ -147,6 +155,10 @@ impl Simd for Avx2F32 {
     unsafe fn fmadd_scalar(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
     }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+    }
 }
 
 impl Simd for Avx2F64 {
@@ -188,6 +200,10 @@ impl Simd for Avx2F64 {
     #[inline(always)]
     unsafe fn fmadd_scalar(a: f64, b: f64, c: f64) -> f64 {
         a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 }
 
