@@ -186,8 +186,8 @@ const LAYOUTS: [Layout; 4] = [Layout::RowMajor, Layout::ColMajor, Layout::Padded
 
 fn shapes_around_tiles() -> Vec<(usize, usize, usize)> {
     let mut shapes = vec![(0, 0, 0), (0, 5, 3), (4, 0, 3), (3, 4, 0), (1, 1, 1), (2, 3, 1)];
-    for &m in &[1, 5, 6, 7, 11, 12, 13, 25] {
-        for &n in &[1, 8, 15, 16, 17, 31, 32, 33, 49] {
+    for &m in &[1, 5, 6, 7, 8, 9, 11, 12, 13, 15, 25] {
+        for &n in &[1, 8, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 97] {
             shapes.push((m, n, 1 + (m * 7 + n * 3) % 40));
         }
     }

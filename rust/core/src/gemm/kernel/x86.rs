@@ -2,7 +2,10 @@
 //!
 //! Register blocks (rows × columns of C, vectors along the columns so row-major C stores are
 //! whole vectors):
-//! - AVX-512 (32 zmm): f32 12 × 32, f64 12 × 16 — 24 accumulators, 2 for B, 1 broadcast.
+//! - AVX-512 (32 zmm): f32 8 × 48, f64 8 × 24 — 24 accumulators, 3 for B, 1 broadcast:
+//!   11 loads per 24 FMAs. Measured against 12 × 32 / 14 × 16 (2 B vectors, 14–16 loads per
+//!   24–28 FMAs) on the AVX-512 development machine: f64 ~45 → ~48 GFLOP/s on one core, f32
+//!   on par or slightly ahead.
 //! - AVX2 (16 ymm):    f32  6 × 16, f64  6 × 8  — 12 accumulators, 2 for B, 1 broadcast.
 
 use core::arch::x86_64::*;
@@ -209,12 +212,12 @@ impl Simd for Avx2F64 {
 
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512_f32(kc: usize, a: *const f32, b: *const f32, st: &TileStore<f32>) {
-    microkernel::<Avx512F32, 12, 2>(kc, a, b, st)
+    microkernel::<Avx512F32, 8, 3>(kc, a, b, st)
 }
 
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn avx512_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>) {
-    microkernel::<Avx512F64, 14, 2>(kc, a, b, st)
+    microkernel::<Avx512F64, 8, 3>(kc, a, b, st)
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -227,7 +230,7 @@ unsafe fn avx2_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
     microkernel::<Avx2F64, 6, 2>(kc, a, b, st)
 }
 
-pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { mr: 12, nr: 32, run: avx512_f32 };
-pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { mr: 14, nr: 16, run: avx512_f64 };
+pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { mr: 8, nr: 48, run: avx512_f32 };
+pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { mr: 8, nr: 24, run: avx512_f64 };
 pub(crate) const AVX2_F32: MicroKernel<f32> = MicroKernel { mr: 6, nr: 16, run: avx2_f32 };
 pub(crate) const AVX2_F64: MicroKernel<f64> = MicroKernel { mr: 6, nr: 8, run: avx2_f64 };
