@@ -1,7 +1,7 @@
 use matgrad_core::gemm::{Gemm, MatMut, MatRef};
 use std::time::Instant;
 fn main() {
-    for n in [16usize] {
+    for n in [32usize] {
         let a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64 * 0.1).collect();
         let b = a.clone();
         let mut c = vec![0f64; n * n];

@@ -122,17 +122,24 @@ pub(crate) unsafe fn pack_b<T: Element>(
                 }
             }
         } else {
-            for j in 0..cols {
-                let mut sum = col_sums.map(|s| *s.add(j0 + j));
-                for p in 0..kc {
-                    let x = *b.at(p, j0 + j);
-                    *panel.add(p * nr + j) = x;
-                    if let Some(s) = sum.as_mut() {
-                        *s = *s + x;
+            // Columns are (typically) contiguous, as in a transposed view: copy in slabs of
+            // SLAB rows so the panel rows being written stay in L1 while every column is read
+            // a cache line at a time (a whole panel is larger than L1).
+            const SLAB: usize = 16;
+            for p0 in (0..kc).step_by(SLAB) {
+                let p1 = (p0 + SLAB).min(kc);
+                for j in 0..cols {
+                    let mut sum = col_sums.map(|s| *s.add(j0 + j));
+                    for p in p0..p1 {
+                        let x = *b.at(p, j0 + j);
+                        *panel.add(p * nr + j) = x;
+                        if let Some(s) = sum.as_mut() {
+                            *s = *s + x;
+                        }
                     }
-                }
-                if let (Some(s), Some(sums)) = (sum, col_sums) {
-                    *sums.add(j0 + j) = s;
+                    if let (Some(s), Some(sums)) = (sum, col_sums) {
+                        *sums.add(j0 + j) = s;
+                    }
                 }
             }
             for p in 0..kc {
