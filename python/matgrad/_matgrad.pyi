@@ -52,3 +52,53 @@ def available_kernels() -> list[str]:
 
 def force_kernel(name: str, /) -> None:
     """Makes later calls use the named kernel (ValueError if unknown or unsupported)."""
+
+# --- Present only when built with the cargo feature "gpu" (the default); see matgrad.gpu. ---
+
+GPU_DRIVER_HINT: str
+
+class GpuBuffer:
+    """A device buffer of float32 elements (shape kept by matgrad.gpu.GpuArray)."""
+
+    def __len__(self) -> int: ...
+
+def gpu_unavailable_reason() -> str | None:
+    """None if a GPU device opens (opening it on first call), else why not."""
+
+def gpu_adapter_info() -> dict[str, str]:
+    """name, backend, device_type, driver, driver_info of the adapter in use."""
+
+def gpu_max_buffer_bytes() -> int:
+    """The largest buffer, in bytes, a kernel can bind on this device."""
+
+def gpu_upload(array: npt.NDArray[np.float32], /) -> GpuBuffer:
+    """A device copy of a C-contiguous float32 array (ValueError beyond the device's limit)."""
+
+def gpu_zeros(len: int, /) -> GpuBuffer:
+    """A device buffer of ``len`` zeros."""
+
+def gpu_download(buf: GpuBuffer, out: npt.NDArray[np.float32], /) -> None:
+    """Copies ``buf`` into the C-contiguous float32 array ``out`` of the same size."""
+
+def gpu_gemm(
+    a: GpuBuffer,
+    a_layout: tuple[int, int, int, int],
+    b: GpuBuffer,
+    b_layout: tuple[int, int, int, int],
+    c: GpuBuffer,
+    c_layout: tuple[int, int, int, int],
+    m: int,
+    n: int,
+    k: int,
+    batch: int,
+    bias: GpuBuffer | None,
+    bias_offset: int,
+    accumulate: bool,
+) -> None:
+    """``c[z] = a[z] @ b[z] (+ bias along columns) (+ c[z])`` for z < batch; layouts are
+    (offset, row stride, column stride, batch stride) in elements."""
+
+def gpu_column_sums(
+    g: GpuBuffer, g_layout: tuple[int, int, int], rows: int, cols: int, sums: GpuBuffer, out_offset: int, /
+) -> None:
+    """``sums[out_offset + j] = Σ_i g[i, j]``; g_layout is (offset, row stride, column stride)."""

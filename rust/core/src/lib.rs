@@ -4,10 +4,13 @@
 //!   (bias, relu) and fused reductions (row/column sums while packing).
 //! - [`linear`]: the linear layer's forward and backward on top of it.
 //! - [`threads`]: the library's own thread pool.
+//! - [`gpu`] (feature `gpu`): the same products in f32 on a wgpu device.
 
 mod buffers;
 mod element;
 pub mod gemm;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod linear;
 pub mod threads;
 

@@ -12,6 +12,8 @@ use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMeth
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+#[cfg(feature = "gpu")]
+mod gpu;
 mod views;
 use views::{Strided, Unchecked};
 
@@ -249,6 +251,8 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(force_kernel, m)?)?;
+    #[cfg(feature = "gpu")]
+    gpu::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,503 @@
+//! The GPU path (feature `gpu`): f32 GEMM and column sums on a wgpu device.
+//!
+//! One [`Context`] per process — instance, adapter, device, queue and the compiled pipelines —
+//! created on first use and kept in a `OnceLock`, so the cost of opening the device is paid once.
+//! The adapter is chosen the way wgpu's own tools choose it: `WGPU_BACKEND` narrows the
+//! backends, `WGPU_ADAPTER_NAME` picks an adapter by a substring of its name, and
+//! `WGPU_POWER_PREF` steers the default choice. The device is opened with the adapter's own
+//! limits rather than wgpu's conservative defaults, so big buffers are allowed where the
+//! hardware allows them.
+//!
+//! Data lives in [`Buffer`]s of f32 elements; a matrix is a [`Operand`]: a buffer, an offset and
+//! strides in elements, like the CPU path's `MatRef`. Every product of the linear layer and of
+//! matmul's backward is one [`Context::gemm`] call on such views, transposes included.
+
+use std::sync::OnceLock;
+
+use wgpu::util::DeviceExt;
+
+const GEMM_WGSL: &str = include_str!("gemm.wgsl");
+const COLUMN_SUMS_WGSL: &str = include_str!("column_sums.wgsl");
+
+/// The tile of C one GEMM workgroup computes (must match gemm.wgsl).
+const GEMM_TILE: u32 = 64;
+/// Invocations per column-sums workgroup (must match column_sums.wgsl).
+const COLUMN_SUMS_GROUP: u32 = 64;
+
+/// Why a GPU operation did not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuError {
+    /// No device could be opened (no adapter, or the device request failed).
+    Unavailable(String),
+    /// Arguments that do not fit together or do not fit the device (sizes beyond its limits).
+    Invalid(String),
+    /// The device reported an error while running (validation, out of memory, device lost).
+    Device(String),
+}
+
+impl std::fmt::Display for GpuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GpuError::Unavailable(s) | GpuError::Invalid(s) | GpuError::Device(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+/// What the adapter says about itself.
+#[derive(Clone, Debug)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+}
+
+/// The device, its queue and the compiled kernels.
+pub struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterInfo,
+    /// The largest buffer a kernel can bind, in bytes (the smaller of the buffer and binding
+    /// limits: lavapipe, for one, binds at most 128 MiB).
+    max_binding_bytes: u64,
+    max_workgroups: u32,
+    gemm: wgpu::ComputePipeline,
+    column_sums: wgpu::ComputePipeline,
+}
+
+/// A device buffer of `len` f32 elements.
+pub struct Buffer {
+    raw: wgpu::Buffer,
+    len: usize,
+}
+
+impl Buffer {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A strided matrix (or batch of matrices) in a buffer: element `(z, i, j)` is at
+/// `offset + z*batch_stride + i*rs + j*cs`. A batch stride of 0 broadcasts one matrix.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub buf: &'a Buffer,
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub batch_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major (rows × cols) matrix at the start of `buf`.
+    pub fn row_major(buf: &'a Buffer, cols: usize) -> Self {
+        Operand { buf, offset: 0, rs: cols, cs: 1, batch_stride: 0 }
+    }
+    /// The transposed view (no copy).
+    pub fn t(self) -> Self {
+        Operand { rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
+/// `C[z] = A[z] B[z] (+ bias along C's columns) (+ C[z] if accumulate)` for `z < batch`,
+/// A (m × k), B (k × n), C (m × n).
+pub struct GemmOp<'a> {
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
+    pub c: Operand<'a>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    /// `bias[offset + j]` is added to column j.
+    pub bias: Option<(&'a Buffer, usize)>,
+    pub accumulate: bool,
+}
+
+/// The uniform block of gemm.wgsl, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+    a: [u32; 4],
+    b: [u32; 4],
+    c: [u32; 4],
+    bias_off: u32,
+    _pad: [u32; 3],
+}
+
+/// The uniform block of column_sums.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ColumnSumsParams {
+    rows: u32,
+    cols: u32,
+    off: u32,
+    rs: u32,
+    cs: u32,
+    out_off: u32,
+    _pad: [u32; 2],
+}
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_ACCUMULATE: u32 = 2;
+
+static CONTEXT: OnceLock<Result<Context, GpuError>> = OnceLock::new();
+
+/// The process's GPU context, opened on first call (the error, if any, is kept too: a
+/// machine without an adapter does not retry on every call).
+pub fn context() -> Result<&'static Context, GpuError> {
+    CONTEXT.get_or_init(|| pollster::block_on(Context::open())).as_ref().map_err(Clone::clone)
+}
+
+/// The hint appended to "no adapter" errors.
+pub const DRIVER_HINT: &str = "install a Vulkan driver (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers \
+     libvulkan1, which includes lavapipe, a CPU implementation), or pick another backend or \
+     adapter with WGPU_BACKEND (vulkan, metal, dx12) and WGPU_ADAPTER_NAME";
+
+fn backend_name(b: wgpu::Backend) -> String {
+    format!("{b:?}").to_lowercase()
+}
+
+impl Context {
+    async fn open() -> Result<Context, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pick_adapter(&instance).await?;
+        let wgpu_info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("matgrad"),
+                required_features: wgpu::Features::empty(),
+                // The adapter's limits, not wgpu's defaults: those cap storage bindings at
+                // 128 MiB and buffers at 256 MiB whatever the hardware can do.
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Unavailable(format!("the adapter {:?} refused a device: {e}", wgpu_info.name)))?;
+        let info = AdapterInfo {
+            name: wgpu_info.name.clone(),
+            backend: backend_name(wgpu_info.backend),
+            device_type: format!("{:?}", wgpu_info.device_type).to_lowercase(),
+            driver: wgpu_info.driver.clone(),
+            driver_info: wgpu_info.driver_info.clone(),
+        };
+        let pipeline = |label: &str, source: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let gemm = pipeline("matgrad gemm", GEMM_WGSL);
+        let column_sums = pipeline("matgrad column_sums", COLUMN_SUMS_WGSL);
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError::Unavailable(format!("the kernels did not compile on {:?}: {e}", info.name)));
+        }
+        Ok(Context {
+            max_binding_bytes: limits.max_buffer_size.min(limits.max_storage_buffer_binding_size as u64),
+            max_workgroups: limits.max_compute_workgroups_per_dimension,
+            device,
+            queue,
+            info,
+            gemm,
+            column_sums,
+        })
+    }
+
+    pub fn adapter_info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// The largest buffer, in bytes, a kernel can read or write.
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.max_binding_bytes
+    }
+
+    fn check_len(&self, len: usize) -> Result<u64, GpuError> {
+        let bytes = (len as u64).saturating_mul(4);
+        if bytes > self.max_binding_bytes {
+            return Err(GpuError::Invalid(format!(
+                "{len} float32 elements ({bytes} bytes) exceed the adapter's largest storage buffer of {} bytes \
+                 (min of max_buffer_size and max_storage_buffer_binding_size of {:?})",
+                self.max_binding_bytes, self.info.name
+            )));
+        }
+        // Indices in the kernels are u32.
+        if len > u32::MAX as usize {
+            return Err(GpuError::Invalid(format!("{len} elements exceed the kernels' u32 indexing")));
+        }
+        // Bindings may not be empty: an empty array still gets one element.
+        Ok(bytes.max(4))
+    }
+
+    const USAGE: wgpu::BufferUsages =
+        wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+    /// A buffer holding a copy of `data`.
+    pub fn upload(&self, data: &[f32]) -> Result<Buffer, GpuError> {
+        self.check_len(data.len())?;
+        let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+        let raw = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("matgrad array"),
+            contents,
+            usage: Self::USAGE,
+        });
+        Ok(Buffer { raw, len: data.len() })
+    }
+
+    /// A buffer of `len` zeros (wgpu zero-initialises new buffers).
+    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
+        let size = self.check_len(len)?;
+        let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("matgrad array"),
+            size,
+            usage: Self::USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Buffer { raw, len })
+    }
+
+    /// Copies `buf` into `out` (same length), waiting for the work queued before.
+    pub fn download(&self, buf: &Buffer, out: &mut [f32]) -> Result<(), GpuError> {
+        if out.len() != buf.len {
+            return Err(GpuError::Invalid(format!("download: {} elements into {}", buf.len, out.len())));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let bytes = buf.len as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("matgrad readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&buf.raw, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))?;
+        receiver
+            .recv()
+            .map_err(|_| GpuError::Device("the read-back was dropped".into()))?
+            .map_err(|e| GpuError::Device(format!("reading back: {e}")))?;
+        {
+            let view = slice.get_mapped_range().map_err(|e| GpuError::Device(format!("reading back: {e}")))?;
+            out.copy_from_slice(bytemuck::cast_slice(&view));
+        }
+        staging.unmap();
+        Ok(())
+    }
+
+    /// Queues `op` (returns once it is submitted; [`Context::download`] waits for it).
+    pub fn gemm(&self, op: &GemmOp<'_>) -> Result<(), GpuError> {
+        let GemmOp { a, b, c, m, n, k, batch, bias, accumulate } = *op;
+        if std::ptr::eq(c.buf, a.buf) || std::ptr::eq(c.buf, b.buf) || bias.is_some_and(|(bb, _)| std::ptr::eq(c.buf, bb)) {
+            return Err(GpuError::Invalid("gemm: the output must not share a buffer with an input".into()));
+        }
+        check_reach("a", a, batch, m, k)?;
+        check_reach("b", b, batch, k, n)?;
+        check_reach("c", c, batch, m, n)?;
+        if let Some((bb, off)) = bias {
+            if n > 0 && off + n > bb.len {
+                return Err(GpuError::Invalid(format!("gemm: bias of {} elements from {off} is short of n={n}", bb.len)));
+            }
+        }
+        if m == 0 || n == 0 || batch == 0 {
+            return Ok(());
+        }
+        let flags = if bias.is_some() { FLAG_BIAS } else { 0 } | if accumulate { FLAG_ACCUMULATE } else { 0 };
+        let bias_buf = bias.map_or(&c.buf.raw, |(bb, _)| &bb.raw);
+        // A dummy read of C's own buffer would alias the read_write binding: bind A instead.
+        let bias_buf = if bias.is_some() { bias_buf } else { &a.buf.raw };
+        let layout = self.gemm.get_bind_group_layout(0);
+
+        // Dispatches are limited per dimension: big problems go in chunks of rows, columns
+        // and batches, each with its own offsets.
+        let max = self.max_workgroups as usize;
+        let rows_per = max * GEMM_TILE as usize;
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.gemm);
+            for z0 in (0..batch).step_by(max) {
+                for i0 in (0..m).step_by(rows_per) {
+                    for j0 in (0..n).step_by(rows_per) {
+                        let (zc, ic, jc) = ((batch - z0).min(max), (m - i0).min(rows_per), (n - j0).min(rows_per));
+                        let at = |o: Operand<'_>, r: usize, col: usize| {
+                            [(o.offset + z0 * o.batch_stride + r * o.rs + col * o.cs) as u32, o.rs as u32, o.cs as u32, o.batch_stride as u32]
+                        };
+                        let params = GemmParams {
+                            m: ic as u32,
+                            n: jc as u32,
+                            k: k as u32,
+                            flags,
+                            a: at(a, i0, 0),
+                            b: at(b, 0, j0),
+                            c: at(c, i0, j0),
+                            bias_off: bias.map_or(0, |(_, off)| (off + j0) as u32),
+                            _pad: [0; 3],
+                        };
+                        let uniform = self.uniform(bytemuck::bytes_of(&params));
+                        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &layout,
+                            entries: &[
+                                entry(0, &uniform),
+                                entry(1, &a.buf.raw),
+                                entry(2, &b.buf.raw),
+                                entry(3, &c.buf.raw),
+                                entry(4, bias_buf),
+                            ],
+                        });
+                        pass.set_bind_group(0, &group, &[]);
+                        pass.dispatch_workgroups((jc as u32).div_ceil(GEMM_TILE), (ic as u32).div_ceil(GEMM_TILE), zc as u32);
+                    }
+                }
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        self.pop_scopes(oom, scope)
+    }
+
+    /// Queues `sums[out_off + j] = Σ_i g[i, j]` for the (rows × cols) operand `g`.
+    pub fn column_sums(&self, g: Operand<'_>, rows: usize, cols: usize, sums: &Buffer, out_off: usize) -> Result<(), GpuError> {
+        if std::ptr::eq(g.buf, sums) {
+            return Err(GpuError::Invalid("column_sums: the output must not share a buffer with the input".into()));
+        }
+        check_reach("g", g, 1, rows, cols)?;
+        if out_off + cols > sums.len {
+            return Err(GpuError::Invalid(format!("column_sums: {cols} sums do not fit {} elements from {out_off}", sums.len)));
+        }
+        if cols == 0 {
+            return Ok(());
+        }
+        let layout = self.column_sums.get_bind_group_layout(0);
+        let cols_per = self.max_workgroups as usize * COLUMN_SUMS_GROUP as usize;
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.column_sums);
+            for j0 in (0..cols).step_by(cols_per) {
+                let jc = (cols - j0).min(cols_per);
+                let params = ColumnSumsParams {
+                    rows: rows as u32,
+                    cols: jc as u32,
+                    off: (g.offset + j0 * g.cs) as u32,
+                    rs: g.rs as u32,
+                    cs: g.cs as u32,
+                    out_off: (out_off + j0) as u32,
+                    _pad: [0; 2],
+                };
+                let uniform = self.uniform(bytemuck::bytes_of(&params));
+                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &layout,
+                    entries: &[entry(0, &uniform), entry(1, &g.buf.raw), entry(2, &sums.raw)],
+                });
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups((jc as u32).div_ceil(COLUMN_SUMS_GROUP), 1, 1);
+            }
+        }
+        self.queue.submit([encoder.finish()]);
+        self.pop_scopes(oom, scope)
+    }
+
+    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("matgrad params"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// Turns errors the device caught during an operation into a `GpuError` (scopes are
+    /// popped innermost first).
+    fn pop_scopes(&self, oom: wgpu::ErrorScopeGuard, validation: wgpu::ErrorScopeGuard) -> Result<(), GpuError> {
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(GpuError::Device(format!("out of device memory: {e}")));
+        }
+        if let Some(e) = pollster::block_on(validation.pop()) {
+            return Err(GpuError::Device(format!("the device rejected the work: {e}")));
+        }
+        Ok(())
+    }
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() }
+}
+
+/// Checks that every element of a (batch × rows × cols) operand lies inside its buffer, so
+/// the kernels never rely on the device's bounds clamping for correctness.
+fn check_reach(name: &str, o: Operand<'_>, batch: usize, rows: usize, cols: usize) -> Result<(), GpuError> {
+    if batch == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let last = (batch - 1)
+        .checked_mul(o.batch_stride)
+        .and_then(|z| Some(z + (rows - 1).checked_mul(o.rs)? + (cols - 1).checked_mul(o.cs)?))
+        .and_then(|x| x.checked_add(o.offset));
+    match last {
+        Some(last) if last < o.buf.len => Ok(()),
+        _ => Err(GpuError::Invalid(format!(
+            "gemm: operand {name} ({batch} × {rows} × {cols}, offset {}, strides {}/{}/{}) reaches outside its buffer of {} elements",
+            o.offset, o.batch_stride, o.rs, o.cs, o.buf.len
+        ))),
+    }
+}
+
+/// Picks the adapter: `WGPU_ADAPTER_NAME` (a case-insensitive substring of the name) if set,
+/// otherwise wgpu's default choice (which honours `WGPU_POWER_PREF`). Unlike
+/// `wgpu::util::initialize_adapter_from_env`, a name that matches nothing is an error, not a
+/// panic.
+async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter, GpuError> {
+    let backends = wgpu::Backends::from_env().unwrap_or_default();
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted = wanted.to_lowercase();
+        let adapters = instance.enumerate_adapters(backends).await;
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)).ok_or_else(|| {
+            GpuError::Unavailable(format!("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {names:?}"))
+        });
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| GpuError::Unavailable(format!("no GPU adapter found ({e}); {DRIVER_HINT}")))
+}
+
+#[cfg(test)]
+mod tests;
