@@ -40,18 +40,6 @@ def _has(module: str) -> bool:
         return False
 
 
-def _gpu_available() -> bool:
-    try:
-        import matgrad.gpu as gpu
-    except ImportError:
-        return False
-    fn = getattr(gpu, "is_available", None)
-    try:
-        return bool(fn()) if fn is not None else False
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def quick_bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -187,9 +175,9 @@ def test_bad_threads_is_usage_error():
 
 
 def test_device_gpu_without_gpu_exits_2():
-    if _gpu_available():
-        pytest.skip("a GPU adapter is available here")
-    proc = run_cli("bench", "--quick", "--device", "gpu", timeout=120)
+    # An adapter name that matches nothing leaves no adapter, on any machine.
+    proc = run_cli("bench", "--quick", "--device", "gpu", timeout=120,
+                   env_extra={"WGPU_ADAPTER_NAME": "no-such-adapter-xyz"})
     assert proc.returncode == 2
     assert "GPU" in proc.stderr
     assert "GFLOP/s" not in proc.stdout  # it stopped before benchmarking
@@ -208,11 +196,7 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_demo_dispatch():
-    import importlib.util
-
-    if importlib.util.find_spec("matgrad._demo") is not None:
-        pytest.skip("matgrad._demo exists; the demo has its own tests")
-    proc = run_cli("demo")
-    assert proc.returncode == 2
-    assert "demo" in proc.stderr
+def test_demo_dispatch_passes_its_arguments_on():
+    proc = run_cli("demo", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--epochs" in proc.stdout
