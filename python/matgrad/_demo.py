@@ -18,19 +18,11 @@ import time
 
 import numpy as np
 
+from .__main__ import _positive_int
+
 EXIT_OK, EXIT_LOW_ACCURACY, EXIT_USAGE = 0, 1, 2
 TARGET_ACCURACY = 0.95
 TEST_FRACTION = 0.2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _float_at_least(lo: float, strict: bool):
