@@ -6,6 +6,8 @@ matgrad's kernels; broadcast batch dimensions are summed back to each operand's 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _matgrad
@@ -186,4 +188,4 @@ def _as_rows(x: np.ndarray, batch: tuple) -> np.ndarray:
 def _rows(x: np.ndarray) -> int:
     """The number of rows of ``x`` with its leading dimensions flattened (explicit, since
     ``reshape(-1, 0)`` is ambiguous for an empty array)."""
-    return int(np.prod(x.shape[:-1]))
+    return math.prod(x.shape[:-1])

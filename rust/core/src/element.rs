@@ -7,17 +7,7 @@ use core::ops::{Add, Mul, Sub};
 ///
 /// Sealed: the SIMD kernels exist only for these two.
 pub trait Element:
-    Copy
-    + Debug
-    + Default
-    + PartialOrd
-    + Send
-    + Sync
-    + 'static
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + sealed::Sealed
+    Copy + Debug + Default + PartialOrd + Send + Sync + 'static + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + sealed::Sealed
 {
     const ZERO: Self;
     const ONE: Self;

@@ -122,7 +122,8 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
     let mut col_sums = vec![T::from_f64(f64::NAN); n];
     let guard_before = c.buf.clone();
     {
-        let mut g = Gemm::new(a.view(), b.view(), c.view_mut()).unwrap().alpha(T::from_f64(alpha)).beta(T::from_f64(beta)).relu(relu).isa(isa);
+        let mut g =
+            Gemm::new(a.view(), b.view(), c.view_mut()).unwrap().alpha(T::from_f64(alpha)).beta(T::from_f64(beta)).relu(relu).isa(isa);
         if let Some(axis) = bias {
             g = g.bias(VecRef::from_slice(&bias_vals), axis).unwrap();
         }
@@ -253,6 +254,39 @@ fn alpha_beta_bias_relu_and_sums() {
     }
 }
 
+/// The row and column sums are added in k order lane by lane on every path (scalar packing,
+/// the AVX copy and the AVX transposition), so they agree bit for bit between kernels.
+#[test]
+fn fused_sums_are_bitwise_identical_on_every_kernel() {
+    fn sums<T: HasKernels>(a: &Stored<T>, b: &Stored<T>, isa: Isa) -> (Vec<u64>, Vec<u64>) {
+        let (m, n) = (a.rows, b.cols);
+        let mut c = vec![T::ZERO; m * n];
+        let (mut row_sums, mut col_sums) = (vec![T::ZERO; m], vec![T::ZERO; n]);
+        Gemm::new(a.view(), b.view(), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
+            .unwrap()
+            .a_row_sums(&mut row_sums)
+            .unwrap()
+            .b_col_sums(&mut col_sums)
+            .unwrap()
+            .isa(isa)
+            .run();
+        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        (bits(&row_sums), bits(&col_sums))
+    }
+    let mut rng = Lcg(17);
+    for &(m, n, k) in &[(13, 50, 13), (9, 7, 300), (70, 100, 1030)] {
+        for (la, lb) in [(Layout::RowMajor, Layout::RowMajor), (Layout::ColMajor, Layout::ColMajor), (Layout::Padded, Layout::ColMajor)] {
+            let (a32, b32) = (Stored::<f32>::new(m, k, la, &mut rng), Stored::<f32>::new(k, n, lb, &mut rng));
+            let (a64, b64) = (Stored::<f64>::new(m, k, la, &mut rng), Stored::<f64>::new(k, n, lb, &mut rng));
+            let (want32, want64) = (sums(&a32, &b32, Isa::Generic), sums(&a64, &b64, Isa::Generic));
+            for isa in Isa::supported() {
+                assert!(sums(&a32, &b32, isa) == want32, "f32 sums differ: {} vs generic, {m}x{n}x{k} {la:?}/{lb:?}", isa.name());
+                assert!(sums(&a64, &b64, isa) == want64, "f64 sums differ: {} vs generic, {m}x{n}x{k} {la:?}/{lb:?}", isa.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn results_are_bitwise_identical_for_any_thread_count() {
     let (m, n, k) = (301, 257, 513);
@@ -263,11 +297,15 @@ fn results_are_bitwise_identical_for_any_thread_count() {
         threads::set_num_threads(threads_n).unwrap();
         let mut c = vec![f32::NAN; m * n];
         let mut sums = vec![0f32; n];
-        Gemm::new(MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
-            .unwrap()
-            .b_col_sums(&mut sums)
-            .unwrap()
-            .run();
+        Gemm::new(
+            MatRef::from_slice(&a, 0, m, k, k as isize, 1),
+            MatRef::from_slice(&b, 0, k, n, n as isize, 1),
+            MatMut::from_slice(&mut c, 0, m, n, n as isize, 1),
+        )
+        .unwrap()
+        .b_col_sums(&mut sums)
+        .unwrap()
+        .run();
         (c.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), sums.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
     };
     let one = run(1);
@@ -315,9 +353,14 @@ fn mismatched_shapes_are_errors_not_panics() {
     let a = [0f32; 6];
     let b = [0f32; 6];
     let mut c = [0f32; 4];
-    let err = Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 2, 3, 3, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1)).err().unwrap();
+    let err =
+        Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 2, 3, 3, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1))
+            .err()
+            .unwrap();
     assert!(err.0.contains("(2, 3)"), "{}", err.0);
-    let g = Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 3, 2, 2, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1)).unwrap();
+    let g =
+        Gemm::new(MatRef::from_slice(&a, 0, 2, 3, 3, 1), MatRef::from_slice(&b, 0, 3, 2, 2, 1), MatMut::from_slice(&mut c, 0, 2, 2, 2, 1))
+            .unwrap();
     assert!(g.bias(VecRef::from_slice(&[1.0f32; 3]), BiasAxis::Columns).is_err());
 }
 

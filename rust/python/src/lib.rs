@@ -33,11 +33,7 @@ macro_rules! with_float_dtype {
             type $t = f64;
             $body
         } else {
-            Err(PyTypeError::new_err(format!(
-                "{}: expected a float32 or float64 ndarray, got {}",
-                $name,
-                describe(out)
-            )))
+            Err(PyTypeError::new_err(format!("{}: expected a float32 or float64 ndarray, got {}", $name, describe(out))))
         }
     }};
 }
@@ -72,10 +68,7 @@ fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, Py
     let batch = batch.as_slice();
     let fits = |x: &Strided<T>| x.shape[..nd - 2].iter().zip(batch).all(|(&d, &want)| d == want || d == 1);
     if b.shape[nd - 2] != k || c.shape[nd - 2] != m || c.shape[nd - 1] != n || !fits(&a) || !fits(&b) {
-        return Err(PyValueError::new_err(format!(
-            "matmul: shapes {:?} and {:?} do not fit out {:?}",
-            a.shape, b.shape, c.shape
-        )));
+        return Err(PyValueError::new_err(format!("matmul: shapes {:?} and {:?} do not fit out {:?}", a.shape, b.shape, c.shape)));
     }
     let a_strides = a.batch_strides(batch);
     let b_strides = b.batch_strides(batch);

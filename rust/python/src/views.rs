@@ -3,8 +3,8 @@
 use core::marker::PhantomData;
 
 use matgrad_core::gemm::{MatMut, MatRef, VecRef};
-use numpy::npyffi::flags::NPY_ARRAY_WRITEABLE;
 use numpy::npyffi::_PyArray_GET_ITEM_DATA;
+use numpy::npyffi::flags::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -40,7 +40,11 @@ impl<T: Float> Strided<T> {
     /// Borrows `obj` (an ndarray of dtype T) for reading.
     pub fn borrow(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
         let arr = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
-            PyTypeError::new_err(format!("{name}: expected an ndarray of dtype {}, got {}", core::any::type_name::<T>(), crate::describe(obj)))
+            PyTypeError::new_err(format!(
+                "{name}: expected an ndarray of dtype {}, got {}",
+                core::any::type_name::<T>(),
+                crate::describe(obj)
+            ))
         })?;
         if !arr.is_aligned() {
             return Err(PyValueError::new_err(format!("{name}: array data is not aligned")));
@@ -49,7 +53,13 @@ impl<T: Float> Strided<T> {
         let strides = arr
             .strides()
             .iter()
-            .map(|&s| if s % size == 0 { Ok(s / size) } else { Err(PyValueError::new_err(format!("{name}: stride {s} bytes is not a multiple of the item size"))) })
+            .map(|&s| {
+                if s % size == 0 {
+                    Ok(s / size)
+                } else {
+                    Err(PyValueError::new_err(format!("{name}: stride {s} bytes is not a multiple of the item size")))
+                }
+            })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(Strided { ptr: arr.data(), shape: arr.shape().to_vec(), strides, _t: PhantomData })
     }

@@ -34,7 +34,12 @@ impl Isa {
     pub fn is_supported(self) -> bool {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma"),
+            Isa::Avx512 => {
+                // AVX2 too: the packing routines of both x86 paths are written with it.
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "aarch64")]
@@ -71,11 +76,7 @@ impl Isa {
     pub fn force(self) -> Result<(), String> {
         if !self.is_supported() {
             let names: Vec<_> = Isa::supported().iter().map(|isa| isa.name()).collect();
-            return Err(format!(
-                "kernel {:?} is not supported by this CPU (supported: {})",
-                self.name(),
-                names.join(", ")
-            ));
+            return Err(format!("kernel {:?} is not supported by this CPU (supported: {})", self.name(), names.join(", ")));
         }
         ACTIVE.store(self as u8, Ordering::Relaxed);
         Ok(())

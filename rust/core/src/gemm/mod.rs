@@ -96,10 +96,7 @@ fn offset_range(dims: &[(usize, isize)]) -> Option<(isize, isize)> {
 
 fn check_in_bounds(len: usize, base: usize, dims: &[(usize, isize)]) {
     if let Some((lo, hi)) = offset_range(dims) {
-        assert!(
-            base as isize + lo >= 0 && base as isize + hi < len as isize,
-            "strided view reaches outside its slice"
-        );
+        assert!(base as isize + lo >= 0 && base as isize + hi < len as isize, "strided view reaches outside its slice");
     }
 }
 
@@ -530,7 +527,7 @@ impl<T: HasKernels> Problem<T> {
     /// LOOP 5 and LOOP 4: the A block, packed once and shared by all threads.
     unsafe fn run_blocked(&self, kern: &MicroKernel<T>, blk: Blocking, threads: usize) {
         let (m, n, k) = (self.m, self.n, self.k);
-        let mr = kern.mr;
+        let (isa, mr) = (kern.isa, kern.mr);
         if let Some(sums) = self.a_row_sums {
             core::ptr::write_bytes(sums, 0, m);
         }
@@ -556,10 +553,10 @@ impl<T: HasKernels> Problem<T> {
                         (0..panels).step_by(per_task).collect::<Vec<_>>().into_par_iter().for_each(|q0| {
                             // SAFETY: each task packs its own panels and sums its own rows.
                             let q1 = (q0 + per_task).min(panels);
-                            pack_a(mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), q0..q1);
+                            pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), q0..q1);
                         });
                     } else {
-                        pack_a(mr, mc, kc, a_block, a_packed.get(), row_sums, 0..panels);
+                        pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums, 0..panels);
                     }
                     let k_part = KPart { pc, kc, first: pc == 0, last: pc + kc == k, sum_cols: ic == 0 };
                     self.run_macro(kern, blk, threads, ic, mc, k_part, a_packed.get());
@@ -612,7 +609,7 @@ impl<T: HasKernels> Problem<T> {
         a_panels: core::ops::Range<usize>,
         cols: core::ops::Range<usize>,
     ) {
-        let (mr, nr) = (kern.mr, kern.nr);
+        let (isa, mr, nr) = (kern.isa, kern.mr, kern.nr);
         let kc = kp.kc;
         let nc_max = blk.nc.min(cols.len().next_multiple_of(nr));
         with_scratch::<T, _>(nc_max * kc, |b_packed| {
@@ -622,7 +619,7 @@ impl<T: HasKernels> Problem<T> {
                 let nc = blk.nc.min(cols.end - jc);
                 let b_block = Block { ptr: self.b.at(kp.pc, jc), ..self.b };
                 let col_sums = if kp.sum_cols { self.b_col_sums.map(|s| s.add(jc)) } else { None };
-                pack_b(nr, nc, kc, b_block, b_packed, col_sums, 0..nc.div_ceil(nr));
+                pack_b(isa, nr, nc, kc, b_block, b_packed, col_sums, 0..nc.div_ceil(nr));
                 // LOOP 2: A micro-panels.
                 for q in a_panels.clone() {
                     let i = q * mr;
@@ -688,7 +685,12 @@ impl Batch<'_> {
 ///
 /// SAFETY: for every batch index the offset views are valid as for [`MatRef::from_raw_parts`]
 /// and [`MatMut::from_raw_parts`], and no two batch indices share an element of C.
-pub unsafe fn gemm_batched<T: HasKernels>(a: MatRef<'_, T>, b: MatRef<'_, T>, mut c: MatMut<'_, T>, batch: Batch<'_>) -> Result<(), ShapeError> {
+pub unsafe fn gemm_batched<T: HasKernels>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    mut c: MatMut<'_, T>,
+    batch: Batch<'_>,
+) -> Result<(), ShapeError> {
     let nd = batch.shape.len();
     if batch.a_strides.len() != nd || batch.b_strides.len() != nd || batch.c_strides.len() != nd {
         return Err(ShapeError("batch strides must have one entry per batch dimension".into()));

@@ -6,8 +6,18 @@
 //!
 //! Packing can also sum what it copies: the row sums of A or the column sums of B come out of
 //! the same pass (the bias gradient of a linear layer is the column sums of grad_y).
+//!
+//! A panel of A and a panel of B have the same shape seen the right way round: `width` lanes
+//! (A's rows, or B's columns) side by side, one group of lanes per k step. So both go through
+//! [`pack_panel`], which has a fast path for each common layout: lanes contiguous in memory
+//! (a row-major B, a transposed A) is a vector copy per k step; k contiguous (a row-major A,
+//! a transposed B — torch's weight layout) is a transposition in 8 × 8 register tiles.
 
-use crate::element::Element;
+use super::dispatch::Isa;
+use crate::element::{Element, ElementKind};
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 /// A strided block of a matrix: element `(i, j)` is at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy)]
@@ -35,8 +45,10 @@ impl<T> Block<T> {
 /// Only panels `panels.start .. panels.end` are packed, so threads can split the work.
 ///
 /// SAFETY: `a` addresses `mc × kc` readable elements; `dst` holds `ceil(mc/mr)*mr*kc`;
-/// `row_sums`, if given, holds `mc` writable elements.
+/// `row_sums`, if given, holds `mc` writable elements; `isa` is supported by this CPU.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_a<T: Element>(
+    isa: Isa,
     mr: usize,
     mc: usize,
     kc: usize,
@@ -47,41 +59,8 @@ pub(crate) unsafe fn pack_a<T: Element>(
 ) {
     for q in panels {
         let i0 = q * mr;
-        let rows = mr.min(mc - i0);
-        let panel = dst.add(q * mr * kc);
-        if a.cs == 1 {
-            // Rows are contiguous: read each row once, write it down the panel's column.
-            for i in 0..rows {
-                let src = core::slice::from_raw_parts(a.at(i0 + i, 0), kc);
-                for (p, &x) in src.iter().enumerate() {
-                    *panel.add(p * mr + i) = x;
-                }
-                if let Some(sums) = row_sums {
-                    let mut s = *sums.add(i0 + i);
-                    for &x in src {
-                        s = s + x;
-                    }
-                    *sums.add(i0 + i) = s;
-                }
-            }
-        } else {
-            for p in 0..kc {
-                for i in 0..rows {
-                    let x = *a.at(i0 + i, p);
-                    *panel.add(p * mr + i) = x;
-                    if let Some(sums) = row_sums {
-                        *sums.add(i0 + i) = *sums.add(i0 + i) + x;
-                    }
-                }
-            }
-        }
-        if rows < mr {
-            for p in 0..kc {
-                for i in rows..mr {
-                    *panel.add(p * mr + i) = T::ZERO;
-                }
-            }
-        }
+        let src = Panel { ptr: a.at(i0, 0), lane_stride: a.rs, k_stride: a.cs, lanes: mr.min(mc - i0) };
+        pack_panel(isa, mr, kc, src, dst.add(q * mr * kc), row_sums.map(|s| s.add(i0)));
     }
 }
 
@@ -92,8 +71,10 @@ pub(crate) unsafe fn pack_a<T: Element>(
 /// Only panels `panels.start .. panels.end` are packed, so threads can split the work.
 ///
 /// SAFETY: `b` addresses `kc × nc` readable elements; `dst` holds `ceil(nc/nr)*nr*kc`;
-/// `col_sums`, if given, holds `nc` writable elements.
+/// `col_sums`, if given, holds `nc` writable elements; `isa` is supported by this CPU.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_b<T: Element>(
+    isa: Isa,
     nr: usize,
     nc: usize,
     kc: usize,
@@ -104,48 +85,91 @@ pub(crate) unsafe fn pack_b<T: Element>(
 ) {
     for q in panels {
         let j0 = q * nr;
-        let cols = nr.min(nc - j0);
-        let panel = dst.add(q * nr * kc);
-        if b.cs == 1 {
-            // Rows are contiguous: each k step is one short memcpy.
-            for p in 0..kc {
-                let src = b.at(p, j0);
-                let out = panel.add(p * nr);
-                core::ptr::copy_nonoverlapping(src, out, cols);
-                for j in cols..nr {
-                    *out.add(j) = T::ZERO;
+        let src = Panel { ptr: b.at(0, j0), lane_stride: b.cs, k_stride: b.rs, lanes: nr.min(nc - j0) };
+        pack_panel(isa, nr, kc, src, dst.add(q * nr * kc), col_sums.map(|s| s.add(j0)));
+    }
+}
+
+/// The source of one panel: lane `l` at k step `p` is `ptr + l*lane_stride + p*k_stride`,
+/// for the first `lanes` lanes (the rest of the panel's width is zero padding).
+#[derive(Clone, Copy)]
+pub(crate) struct Panel<T> {
+    pub ptr: *const T,
+    pub lane_stride: isize,
+    pub k_stride: isize,
+    pub lanes: usize,
+}
+
+impl<T> Panel<T> {
+    #[inline(always)]
+    unsafe fn at(&self, lane: usize, p: usize) -> *const T {
+        self.ptr.offset(lane as isize * self.lane_stride + p as isize * self.k_stride)
+    }
+
+    /// The same panel seen as another element type (for dispatching on `Element::KIND`).
+    fn cast<U>(self) -> Panel<U> {
+        Panel { ptr: self.ptr.cast(), lane_stride: self.lane_stride, k_stride: self.k_stride, lanes: self.lanes }
+    }
+}
+
+/// `dst[p*width + l] = src(l, p)` for `p < kc`, `l < width` (zero for `l >= src.lanes`), and
+/// `sums[l] += src(l, p)`, p ascending, for the real lanes when `sums` is given.
+///
+/// SAFETY: as for [`pack_a`] / [`pack_b`], for one panel.
+unsafe fn pack_panel<T: Element>(isa: Isa, width: usize, kc: usize, src: Panel<T>, dst: *mut T, sums: Option<*mut T>) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx512 | Isa::Avx2) {
+        // The AVX paths exist for f32 and f64, the only Elements; the casts only rename T.
+        let done = match T::KIND {
+            ElementKind::F32 => x86::pack_panel_f32(width, kc, src.cast(), dst.cast(), sums.map(<*mut T>::cast)),
+            ElementKind::F64 => x86::pack_panel_f64(width, kc, src.cast(), dst.cast(), sums.map(<*mut T>::cast)),
+        };
+        if done {
+            return;
+        }
+    }
+    let _ = isa;
+    pack_panel_scalar(width, kc, src, dst, sums)
+}
+
+/// The portable [`pack_panel`], for every stride.
+unsafe fn pack_panel_scalar<T: Element>(width: usize, kc: usize, src: Panel<T>, dst: *mut T, sums: Option<*mut T>) {
+    let lanes = src.lanes;
+    if src.k_stride == 1 {
+        // Each lane is contiguous along k: copy in slabs of SLAB k steps, so the panel rows
+        // being written stay in L1 while each lane is read a cache line at a time.
+        const SLAB: usize = 16;
+        for p0 in (0..kc).step_by(SLAB) {
+            let p1 = (p0 + SLAB).min(kc);
+            for l in 0..lanes {
+                let lane = core::slice::from_raw_parts(src.at(l, p0), p1 - p0);
+                for (p, &x) in (p0..p1).zip(lane) {
+                    *dst.add(p * width + l) = x;
                 }
-                if let Some(sums) = col_sums {
-                    for j in 0..cols {
-                        *sums.add(j0 + j) = *sums.add(j0 + j) + *src.add(j);
+                if let Some(sums) = sums {
+                    let mut s = *sums.add(l);
+                    for &x in lane {
+                        s = s + x;
                     }
+                    *sums.add(l) = s;
                 }
             }
-        } else {
-            // Columns are (typically) contiguous, as in a transposed view: copy in slabs of
-            // SLAB rows so the panel rows being written stay in L1 while every column is read
-            // a cache line at a time (a whole panel is larger than L1).
-            const SLAB: usize = 16;
-            for p0 in (0..kc).step_by(SLAB) {
-                let p1 = (p0 + SLAB).min(kc);
-                for j in 0..cols {
-                    let mut sum = col_sums.map(|s| *s.add(j0 + j));
-                    for p in p0..p1 {
-                        let x = *b.at(p, j0 + j);
-                        *panel.add(p * nr + j) = x;
-                        if let Some(s) = sum.as_mut() {
-                            *s = *s + x;
-                        }
-                    }
-                    if let (Some(s), Some(sums)) = (sum, col_sums) {
-                        *sums.add(j0 + j) = s;
-                    }
+        }
+    } else {
+        for p in 0..kc {
+            for l in 0..lanes {
+                let x = *src.at(l, p);
+                *dst.add(p * width + l) = x;
+                if let Some(sums) = sums {
+                    *sums.add(l) = *sums.add(l) + x;
                 }
             }
-            for p in 0..kc {
-                for j in cols..nr {
-                    *panel.add(p * nr + j) = T::ZERO;
-                }
+        }
+    }
+    if lanes < width {
+        for p in 0..kc {
+            for l in lanes..width {
+                *dst.add(p * width + l) = T::ZERO;
             }
         }
     }

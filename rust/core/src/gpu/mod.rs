@@ -193,10 +193,8 @@ impl Context {
             driver_info: wgpu_info.driver_info.clone(),
         };
         let pipeline = |label: &str, source: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+            let module = device
+                .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) });
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(label),
                 layout: None,
@@ -249,8 +247,7 @@ impl Context {
         Ok(bytes.max(4))
     }
 
-    const USAGE: wgpu::BufferUsages =
-        wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+    const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
     /// A buffer holding a copy of `data`.
     pub fn upload(&self, data: &[f32]) -> Result<Buffer, GpuError> {
@@ -299,9 +296,7 @@ impl Context {
         slice.map_async(wgpu::MapMode::Read, move |result| {
             let _ = sender.send(result);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))?;
         receiver
             .recv()
             .map_err(|_| GpuError::Device("the read-back was dropped".into()))?
@@ -352,7 +347,12 @@ impl Context {
                     for j0 in (0..n).step_by(rows_per) {
                         let (zc, ic, jc) = ((batch - z0).min(max), (m - i0).min(rows_per), (n - j0).min(rows_per));
                         let at = |o: Operand<'_>, r: usize, col: usize| {
-                            [(o.offset + z0 * o.batch_stride + r * o.rs + col * o.cs) as u32, o.rs as u32, o.cs as u32, o.batch_stride as u32]
+                            [
+                                (o.offset + z0 * o.batch_stride + r * o.rs + col * o.cs) as u32,
+                                o.rs as u32,
+                                o.cs as u32,
+                                o.batch_stride as u32,
+                            ]
                         };
                         let params = GemmParams {
                             m: ic as u32,
@@ -486,9 +486,10 @@ async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter, GpuErr
         let wanted = wanted.to_lowercase();
         let adapters = instance.enumerate_adapters(backends).await;
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-        return adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)).ok_or_else(|| {
-            GpuError::Unavailable(format!("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {names:?}"))
-        });
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .ok_or_else(|| GpuError::Unavailable(format!("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {names:?}")));
     }
     instance
         .request_adapter(&wgpu::RequestAdapterOptions {

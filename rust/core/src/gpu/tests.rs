@@ -38,7 +38,8 @@ fn gemm_matches_naive_for_edge_shapes_transposes_bias_and_accumulate() {
     for &(m, n, k) in &[(1, 1, 1), (3, 5, 1), (17, 63, 65), (65, 1, 129), (64, 64, 16), (1, 130, 7)] {
         for (ta, tb, with_bias, accumulate) in [(false, false, false, false), (true, true, true, true), (true, false, true, false)] {
             let (av, bv, cv, biasv) = (values(m * k, 1), values(k * n, 2), values(m * n, 3), values(n, 4));
-            let (a, b, c, bias) = (ctx.upload(&av).unwrap(), ctx.upload(&bv).unwrap(), ctx.upload(&cv).unwrap(), ctx.upload(&biasv).unwrap());
+            let (a, b, c, bias) =
+                (ctx.upload(&av).unwrap(), ctx.upload(&bv).unwrap(), ctx.upload(&cv).unwrap(), ctx.upload(&biasv).unwrap());
             // A stored (m, k) or, transposed, (k, m); likewise B.
             let a_op = if ta { Operand::row_major(&a, m).t() } else { Operand::row_major(&a, k) };
             let b_op = if tb { Operand::row_major(&b, k).t() } else { Operand::row_major(&b, n) };
@@ -67,7 +68,11 @@ fn gemm_matches_naive_for_edge_shapes_transposes_bias_and_accumulate() {
                         want += x as f64 * y as f64;
                     }
                     let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64;
-                    assert!((got[i * n + j] as f64 - want).abs() <= tol, "({m}, {n}, {k}) ta={ta} tb={tb} at ({i}, {j}): {} vs {want}", got[i * n + j]);
+                    assert!(
+                        (got[i * n + j] as f64 - want).abs() <= tol,
+                        "({m}, {n}, {k}) ta={ta} tb={tb} at ({i}, {j}): {} vs {want}",
+                        got[i * n + j]
+                    );
                 }
             }
         }

@@ -8,6 +8,7 @@ use core::marker::PhantomData;
 
 use super::{microkernel, MicroKernel, Simd, TileStore};
 use crate::element::Element;
+use crate::gemm::Isa;
 
 #[derive(Clone, Copy)]
 pub(crate) struct Scalar<T>(PhantomData<T>);
@@ -63,5 +64,5 @@ unsafe fn generic<T: Element>(kc: usize, a: *const T, b: *const T, st: &TileStor
 }
 
 pub(crate) fn kernel<T: Element>() -> MicroKernel<T> {
-    MicroKernel { mr: 4, nr: 4, run: generic::<T> }
+    MicroKernel { isa: Isa::Generic, mr: 4, nr: 4, run: generic::<T> }
 }

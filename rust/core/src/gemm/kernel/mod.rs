@@ -19,13 +19,14 @@
 //! Every ISA shares one kernel body, [`microkernel`], written against the small [`Simd`] trait;
 //! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
 
+use super::dispatch::Isa;
 use crate::element::Element;
 
+pub(crate) mod generic;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
-pub(crate) mod generic;
 
 /// The largest MR×NR tile of any kernel, in elements (AVX-512 f32: 12 × 32).
 pub(crate) const MAX_TILE: usize = 16 * 32;
@@ -85,6 +86,8 @@ pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>
 /// A micro-kernel together with its register-block shape.
 #[derive(Clone, Copy)]
 pub struct MicroKernel<T> {
+    /// The instruction set it is written in (packing may use it too).
+    pub(crate) isa: Isa,
     pub(crate) mr: usize,
     pub(crate) nr: usize,
     pub(crate) run: KernelFn<T>,
@@ -155,7 +158,7 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
         a = a.add(MR);
         b = b.add(nr);
     }
-    store_tile::<S, MR, NV>(&acc, st);
+    store_tile::<S, MR, NV>(acc, st);
 }
 
 /// Applies alpha, beta, bias and relu to the accumulators and writes the tile to C.
@@ -164,10 +167,7 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
 /// tile element by element); any other C goes through a spilled copy of the tile. Both use
 /// the same operations in the same order, so the result does not depend on the path.
 #[inline(always)]
-unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
-    acc: &[[S::V; NV]; MR],
-    st: &TileStore<S::T>,
-) {
+unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]; MR], st: &TileStore<S::T>) {
     let nr = NV * S::LANES;
     let one = <S::T as Element>::ONE;
     let zero = <S::T as Element>::ZERO;

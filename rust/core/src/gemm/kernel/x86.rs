@@ -11,6 +11,7 @@
 use core::arch::x86_64::*;
 
 use super::{microkernel, MicroKernel, Simd, TileStore};
+use crate::gemm::Isa;
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512F32;
@@ -230,7 +231,7 @@ unsafe fn avx2_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
     microkernel::<Avx2F64, 6, 2>(kc, a, b, st)
 }
 
-pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { mr: 8, nr: 48, run: avx512_f32 };
-pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { mr: 8, nr: 24, run: avx512_f64 };
-pub(crate) const AVX2_F32: MicroKernel<f32> = MicroKernel { mr: 6, nr: 16, run: avx2_f32 };
-pub(crate) const AVX2_F64: MicroKernel<f64> = MicroKernel { mr: 6, nr: 8, run: avx2_f64 };
+pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 48, run: avx512_f32 };
+pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 24, run: avx512_f64 };
+pub(crate) const AVX2_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_f32 };
+pub(crate) const AVX2_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Avx2, mr: 6, nr: 8, run: avx2_f64 };
