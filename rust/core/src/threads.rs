@@ -1,47 +1,190 @@
-//! The library's own rayon pool, so matgrad never competes for (or reconfigures) the global
-//! pool of the program that embeds it.
+//! The library's own threads: a rayon pool, so matgrad never competes for (or reconfigures)
+//! the global pool of the program that embeds it.
+//!
+//! A GEMM's parallel steps are fork-joins of a handful of equal tasks (one per thread). The
+//! calling thread takes part, so a team of `n` threads is the caller plus a rayon pool of
+//! `n - 1` workers, and tasks are claimed from a counter rather than handed out: when a
+//! worker is slow to wake (tens of microseconds on a busy virtual machine, the whole budget
+//! of a small GEMM) the caller runs its tasks too instead of sleeping until it arrives.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-fn slot() -> &'static RwLock<Option<Arc<ThreadPool>>> {
-    static POOL: OnceLock<RwLock<Option<Arc<ThreadPool>>>> = OnceLock::new();
-    POOL.get_or_init(|| RwLock::new(None))
+/// The threads a GEMM may use: the caller and `threads - 1` pool workers.
+pub struct Team {
+    threads: usize,
+    workers: Option<ThreadPool>,
+}
+
+impl Team {
+    /// One thread: every task runs on the caller.
+    pub const SERIAL: Team = Team { threads: 1, workers: None };
+
+    fn new(threads: usize) -> Result<Team, String> {
+        if threads == 0 {
+            return Err("the number of threads must be at least 1".into());
+        }
+        let workers = match threads {
+            1 => None,
+            n => Some(
+                ThreadPoolBuilder::new()
+                    .num_threads(n - 1)
+                    .thread_name(|i| format!("matgrad-{}", i + 1))
+                    .build()
+                    .map_err(|e| format!("could not start {n} threads: {e}"))?,
+            ),
+        };
+        Ok(Team { threads, workers })
+    }
+
+    /// The number of threads, the caller included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `task(0) .. task(count - 1)` and returns when all have finished. The caller and
+    /// up to `threads - 1` workers claim tasks from a shared counter, so the caller does them
+    /// all itself if the workers are slow to wake, instead of waiting for them. A panic in a
+    /// task is re-raised on the caller once every claimed task has finished.
+    pub fn run<F: Fn(usize) + Sync>(&self, count: usize, task: F) {
+        let Some(pool) = self.workers.as_ref().filter(|_| count > 1) else {
+            return (0..count).for_each(task);
+        };
+        let task: *const (dyn Fn(usize) + Sync + '_) = &task;
+        // SAFETY: only the lifetime is erased. The closure is dereferenced only by whoever
+        // claims a task index below `count`, and this function does not return (so the
+        // closure lives) until every such task has finished; see TaskSet::work.
+        let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(task) };
+        let set = Arc::new(TaskSet { next: AtomicUsize::new(0), done: AtomicUsize::new(0), count, task, panic: Mutex::new(None) });
+        for _ in 0..(count - 1).min(self.threads - 1) {
+            let set = set.clone();
+            pool.spawn(move || set.work());
+        }
+        set.work();
+        let mut spins = 0u32;
+        while set.done.load(Ordering::Acquire) < count {
+            // The last tasks are running on the workers: wait briefly, then let others run.
+            if spins < 1 << 14 {
+                spins += 1;
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let panicked = set.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
+    /// Splits `0..len` into at most [`Team::threads`] contiguous ranges of at least `min_len`
+    /// and runs `part` on each (see [`Team::run`]).
+    pub fn run_ranges<F: Fn(core::ops::Range<usize>) + Sync>(&self, len: usize, min_len: usize, part: F) {
+        let parts = self.threads.min(len / min_len.max(1)).max(1);
+        self.run(parts, |p| part(len * p / parts..len * (p + 1) / parts));
+    }
+}
+
+/// One [`Team::run`]: tasks `0..count`, claimed in order by whichever thread comes first.
+struct TaskSet {
+    next: AtomicUsize,
+    done: AtomicUsize,
+    count: usize,
+    task: *const (dyn Fn(usize) + Sync),
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `task` points to a Sync closure, and is only called under the rule in TaskSet::work.
+unsafe impl Send for TaskSet {}
+unsafe impl Sync for TaskSet {}
+
+impl TaskSet {
+    /// Claims and runs tasks until none are left (a worker that starts late finds none).
+    fn work(&self) {
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= self.count {
+                return;
+            }
+            // SAFETY: task t is claimed and not yet done, so `done < count` and Team::run is
+            // still waiting: the closure is alive.
+            let task = unsafe { &*self.task };
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| task(t))) {
+                *self.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+            }
+            // Release: the task's writes are visible to the caller that sees the count.
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+fn slot() -> &'static RwLock<Option<Arc<Team>>> {
+    static TEAM: OnceLock<RwLock<Option<Arc<Team>>>> = OnceLock::new();
+    TEAM.get_or_init(|| RwLock::new(None))
 }
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn build(n: usize) -> Result<Arc<ThreadPool>, String> {
-    ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("matgrad-{i}"))
-        .build()
-        .map(Arc::new)
-        .map_err(|e| format!("could not start {n} threads: {e}"))
-}
-
-/// The pool GEMMs run on (started with one thread per available core on first use).
-pub fn pool() -> Arc<ThreadPool> {
-    if let Some(pool) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        return pool.clone();
+/// The team GEMMs run on (one thread per available core, started on first use).
+pub fn team() -> Arc<Team> {
+    if let Some(team) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return team.clone();
     }
     let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    guard.get_or_insert_with(|| build(default_threads()).expect("starting the thread pool")).clone()
+    guard.get_or_insert_with(|| Arc::new(Team::new(default_threads()).expect("starting the thread pool"))).clone()
 }
 
-/// Replaces the pool with one of `n` threads. Calls already running finish on the old pool.
+/// Replaces the team with one of `n` threads. Calls already running finish on the old one.
 pub fn set_num_threads(n: usize) -> Result<(), String> {
-    if n == 0 {
-        return Err("the number of threads must be at least 1".into());
-    }
-    let pool = build(n)?;
-    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+    let team = Arc::new(Team::new(n)?);
+    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(team);
     Ok(())
 }
 
 pub fn num_threads() -> usize {
-    pool().current_num_threads()
+    team().threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_on_any_team() {
+        for threads in 1..=4 {
+            let team = Team::new(threads).unwrap();
+            for count in [0, 1, 2, 3, 7] {
+                let runs: Vec<AtomicUsize> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+                team.run(count, |t| {
+                    runs[t].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{threads} threads, {count} tasks");
+            }
+            for (len, min_len) in [(0, 1), (1, 1), (10, 1), (10, 4), (100, 3)] {
+                let seen: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
+                team.run_ranges(len, min_len, |r| {
+                    assert!(r.len() >= min_len.min(len), "range {r:?} shorter than {min_len}");
+                    r.for_each(|i| {
+                        seen[i].fetch_add(1, Ordering::Relaxed);
+                    })
+                });
+                assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1));
+            }
+        }
+        assert!(Team::new(0).is_err());
+    }
+
+    #[test]
+    fn a_panicking_task_reaches_the_caller() {
+        let team = Team::new(2).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| team.run(2, |t| assert!(t != 1, "task 1 fails"))));
+        assert!(caught.is_err());
+        team.run(2, |_| {}); // and the team still works
+    }
 }

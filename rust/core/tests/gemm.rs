@@ -170,15 +170,15 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
         }
     }
     if sums {
-        for i in 0..m {
+        for (i, got) in row_sums.iter().enumerate() {
             let want: f64 = (0..k).map(|p| a.get(i, p).to_f64()).sum();
             let mag: f64 = (0..k).map(|p| a.get(i, p).to_f64().abs()).sum();
-            assert!((row_sums[i].to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: row sum {i}");
+            assert!((got.to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: row sum {i}");
         }
-        for j in 0..n {
+        for (j, got) in col_sums.iter().enumerate() {
             let want: f64 = (0..k).map(|p| b.get(p, j).to_f64()).sum();
             let mag: f64 = (0..k).map(|p| b.get(p, j).to_f64().abs()).sum();
-            assert!((col_sums[j].to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: col sum {j}");
+            assert!((got.to_f64() - want).abs() <= 2.0 * (k as f64 + 1.0) * eps * mag + f64::MIN_POSITIVE, "{tag}: col sum {j}");
         }
     }
 }

@@ -30,10 +30,8 @@ pub use dispatch::{HasKernels, Isa};
 
 use core::marker::PhantomData;
 
-use rayon::prelude::*;
-
 use crate::buffers::with_scratch;
-use crate::threads;
+use crate::threads::{self, Team};
 use kernel::{MicroKernel, TileStore};
 use pack::{pack_a, pack_b, Block};
 
@@ -101,7 +99,8 @@ fn check_in_bounds(len: usize, base: usize, dims: &[(usize, isize)]) {
 }
 
 impl<'a, T> MatRef<'a, T> {
-    /// SAFETY: every `ptr + i*rs + j*cs` for `i < rows, j < cols` is readable for `'a`.
+    /// # Safety
+    /// Every `ptr + i*rs + j*cs` for `i < rows, j < cols` is readable for `'a`.
     pub unsafe fn from_raw_parts(ptr: *const T, rows: usize, cols: usize, rs: isize, cs: isize) -> Self {
         MatRef { ptr, rows, cols, rs, cs, _life: PhantomData }
     }
@@ -146,7 +145,8 @@ impl<'a, T> MatRef<'a, T> {
 }
 
 impl<'a, T> MatMut<'a, T> {
-    /// SAFETY: every `ptr + i*rs + j*cs` for `i < rows, j < cols` is writable for `'a`, nothing
+    /// # Safety
+    /// Every `ptr + i*rs + j*cs` for `i < rows, j < cols` is writable for `'a`, nothing
     /// else accesses them meanwhile, and distinct `(i, j)` address distinct elements.
     pub unsafe fn from_raw_parts(ptr: *mut T, rows: usize, cols: usize, rs: isize, cs: isize) -> Self {
         MatMut { ptr, rows, cols, rs, cs, _life: PhantomData }
@@ -186,7 +186,8 @@ impl<'a, T> MatMut<'a, T> {
 }
 
 impl<'a, T> VecRef<'a, T> {
-    /// SAFETY: every `ptr + i*stride` for `i < len` is readable for `'a`.
+    /// # Safety
+    /// Every `ptr + i*stride` for `i < len` is readable for `'a`.
     pub unsafe fn from_raw_parts(ptr: *const T, len: usize, stride: isize) -> Self {
         VecRef { ptr, len, stride, _life: PhantomData }
     }
@@ -407,7 +408,7 @@ impl<'a, T: HasKernels> From<Gemm<'a, T>> for Problem<T> {
     }
 }
 
-/// A raw pointer that may cross to rayon's threads; each use says why the access is disjoint.
+/// A raw pointer that may cross to the team's threads; each use says why the access is disjoint.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);
 // SAFETY: only used for buffers whose parts are handed to distinct threads (see each use).
@@ -477,13 +478,9 @@ impl<T: HasKernels> Problem<T> {
         let kern = T::microkernel(isa);
         let blocking = Blocking::new(kern.mr, kern.nr, core::mem::size_of::<T>(), CacheSizes::get());
         if self.parallel && work >= PARALLEL_MIN_WORK {
-            let pool = threads::pool();
-            if pool.current_num_threads() > 1 {
-                let threads = pool.current_num_threads();
-                return pool.install(|| self.run_blocked(&kern, blocking, threads));
-            }
+            return self.run_blocked(&kern, blocking, &threads::team());
         }
-        self.run_blocked(&kern, blocking, 1)
+        self.run_blocked(&kern, blocking, &Team::SERIAL)
     }
 
     /// k = 0 (C = beta C + bias), or an empty C (only the requested sums to fill).
@@ -525,7 +522,7 @@ impl<T: HasKernels> Problem<T> {
     }
 
     /// LOOP 5 and LOOP 4: the A block, packed once and shared by all threads.
-    unsafe fn run_blocked(&self, kern: &MicroKernel<T>, blk: Blocking, threads: usize) {
+    unsafe fn run_blocked(&self, kern: &MicroKernel<T>, blk: Blocking, team: &Team) {
         let (m, n, k) = (self.m, self.n, self.k);
         let (isa, mr) = (kern.isa, kern.mr);
         if let Some(sums) = self.a_row_sums {
@@ -547,19 +544,11 @@ impl<T: HasKernels> Problem<T> {
                     let a_block = Block { ptr: self.a.at(ic, pc), ..self.a };
                     let row_sums = self.a_row_sums.map(|s| s.add(ic));
                     let panels = mc.div_ceil(mr);
-                    if threads > 1 && panels > 1 {
-                        let per_task = panels.div_ceil(threads);
-                        let row_sums = row_sums.map(SendPtr);
-                        (0..panels).step_by(per_task).collect::<Vec<_>>().into_par_iter().for_each(|q0| {
-                            // SAFETY: each task packs its own panels and sums its own rows.
-                            let q1 = (q0 + per_task).min(panels);
-                            pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), q0..q1);
-                        });
-                    } else {
-                        pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums, 0..panels);
-                    }
+                    let row_sums = row_sums.map(SendPtr);
+                    // SAFETY: each task packs its own panels and sums its own rows.
+                    team.run_ranges(panels, 1, |range| pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), range));
                     let k_part = KPart { pc, kc, first: pc == 0, last: pc + kc == k, sum_cols: ic == 0 };
-                    self.run_macro(kern, blk, threads, ic, mc, k_part, a_packed.get());
+                    self.run_macro(kern, blk, team, ic, mc, k_part, a_packed.get());
                 }
             }
         });
@@ -567,8 +556,9 @@ impl<T: HasKernels> Problem<T> {
 
     /// LOOP 3 (split into tasks across threads), then LOOP 2 and LOOP 1 inside each task.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_macro(&self, kern: &MicroKernel<T>, blk: Blocking, threads: usize, ic: usize, mc: usize, kp: KPart, a_packed: *mut T) {
+    unsafe fn run_macro(&self, kern: &MicroKernel<T>, blk: Blocking, team: &Team, ic: usize, mc: usize, kp: KPart, a_packed: *mut T) {
         let (mr, nr) = (kern.mr, kern.nr);
+        let threads = team.threads();
         let n_panels = self.n.div_ceil(nr);
         let m_panels = mc.div_ceil(mr);
         // Split the columns into one chunk of whole NR panels per thread; with few columns,
@@ -586,13 +576,8 @@ impl<T: HasKernels> Problem<T> {
             let kp = KPart { sum_cols: kp.sum_cols && mi == 0, ..kp };
             self.run_task(kern, blk, ic, mc, kp, a_packed.get(), p0..p1, q0 * nr..(q1 * nr).min(self.n));
         };
-        let tasks = m_chunks * n_chunks;
-        if threads > 1 && tasks > 1 {
-            // SAFETY: tasks write disjoint tiles of C and disjoint column sums; A is only read.
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
-        }
+        // SAFETY: tasks write disjoint tiles of C and disjoint column sums; A is only read.
+        team.run(m_chunks * n_chunks, task);
     }
 
     /// One thread's share: LOOP 3 over its columns in blocks of NC (B block packed into this
@@ -683,7 +668,8 @@ impl Batch<'_> {
 /// Batched `C = A B` (alpha = 1, beta = 0). Small products run one per thread; large ones one
 /// after another, each using all threads.
 ///
-/// SAFETY: for every batch index the offset views are valid as for [`MatRef::from_raw_parts`]
+/// # Safety
+/// For every batch index the offset views are valid as for [`MatRef::from_raw_parts`]
 /// and [`MatMut::from_raw_parts`], and no two batch indices share an element of C.
 pub unsafe fn gemm_batched<T: HasKernels>(
     a: MatRef<'_, T>,
@@ -696,16 +682,16 @@ pub unsafe fn gemm_batched<T: HasKernels>(
         return Err(ShapeError("batch strides must have one entry per batch dimension".into()));
     }
     // Validate the shapes once, on the first product.
-    drop(Gemm::new(a, b, c.reborrow())?);
+    Gemm::new(a, b, c.reborrow())?;
     let count = batch.len();
     let one = |t: usize, parallel: bool| {
         let (oa, ob, oc) = batch.offsets(t);
         Gemm::new(a.shifted(oa), b.shifted(ob), c.shifted(oc)).expect("shapes checked above").parallel(parallel).run();
     };
     let work = c.rows * c.cols * a.cols;
-    if count > 1 && work < PARALLEL_MIN_WORK && threads::num_threads() > 1 {
+    if count > 1 && work < PARALLEL_MIN_WORK {
         // Distinct batch indices write distinct matrices of C (the caller's promise).
-        threads::pool().install(|| (0..count).into_par_iter().with_min_len(4).for_each(|t| one(t, false)));
+        threads::team().run_ranges(count, 4, |range| range.for_each(|t| one(t, false)));
     } else {
         (0..count).for_each(|t| one(t, true));
     }
