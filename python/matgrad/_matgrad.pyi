@@ -34,9 +34,11 @@ def linear_backward(
     grad_x: npt.NDArray[np.floating] | None,
     grad_weight: npt.NDArray[np.floating] | None,
     grad_bias: npt.NDArray[np.floating] | None,
+    accumulate_weight: bool = False,
     /,
 ) -> None:
-    """Writes the linear layer's gradients into the outputs given (None: not wanted)."""
+    """Writes the linear layer's gradients into the outputs given (None: not wanted);
+    with ``accumulate_weight`` grad_weight is added to rather than overwritten."""
 
 def set_num_threads(n: int, /) -> None:
     """Sets the size of matgrad's thread pool (>= 1)."""

@@ -66,6 +66,9 @@ pub struct LinearGrads<'a, T> {
     pub weight: Option<MatMut<'a, T>>,
     /// (out,), contiguous.
     pub bias: Option<&'a mut [T]>,
+    /// Add ∂L/∂W to what `weight` holds (beta = 1 in its GEMM) instead of overwriting it, as
+    /// gradient accumulation does; a weight-decay term preloaded there then costs no extra pass.
+    pub accumulate_weight: bool,
 }
 
 /// The gradients of the linear layer given `grad_y` = ∂L/∂Y.
@@ -104,7 +107,8 @@ pub fn backward<T: HasKernels>(
                 WeightLayout::InOut => gw,
                 WeightLayout::OutIn => gw.t(),
             };
-            let gemm = Gemm::new(x.t(), grad_y, gw_io)?;
+            let beta = if grads.accumulate_weight { T::ONE } else { T::ZERO };
+            let gemm = Gemm::new(x.t(), grad_y, gw_io)?.beta(beta);
             // G is the B operand here: its column sums (∂L/∂b) come out of packing it.
             match bias {
                 Some(gb) => gemm.b_col_sums(gb)?.run(),

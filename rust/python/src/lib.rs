@@ -143,7 +143,7 @@ fn linear_forward(
 
 /// The linear layer's gradients into the given outputs (None: not wanted).
 #[pyfunction]
-#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias))]
+#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false))]
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
     py: Python<'_>,
@@ -154,6 +154,7 @@ fn linear_backward(
     grad_x: Option<&Bound<'_, PyAny>>,
     grad_weight: Option<&Bound<'_, PyAny>>,
     grad_bias: Option<&Bound<'_, PyAny>>,
+    accumulate_weight: bool,
 ) -> PyResult<()> {
     with_float_dtype!(grad_y, "linear_backward", |T| {
         let g = Strided::<T>::borrow(grad_y, "grad_y")?;
@@ -190,6 +191,7 @@ fn linear_backward(
                     x: gx.map(|v| v.matrix_mut()),
                     weight: gw.map(|v| v.matrix_mut()),
                     bias: gb.map(|v| core::slice::from_raw_parts_mut(v.ptr(), v.shape[0])),
+                    accumulate_weight,
                 };
                 linear::backward(g.matrix(), x.matrix(), w.matrix(), layout(out_in), grads)
             }
