@@ -23,8 +23,9 @@ pub(crate) struct Avx2F32;
 pub(crate) struct Avx2F64;
 
 // Each impl below wraps one intrinsic per method. SAFETY (all of them): the methods are only
-// called from the `#[target_feature]` kernels at the bottom of this file, which dispatch.rs
-// selects only after `is_x86_feature_detected!` confirmed those features.
+// called from `#[target_feature]` functions (the kernels at the bottom of this file, and the
+// AVX2 packing in gemm/pack/x86.rs), which dispatch.rs selects only after
+// `is_x86_feature_detected!` confirmed those features.
 
 impl Simd for Avx512F32 {
     type T = f32;

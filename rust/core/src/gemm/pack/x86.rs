@@ -6,6 +6,8 @@
 
 use core::arch::x86_64::*;
 
+use super::super::kernel::x86::{Avx2F32, Avx2F64};
+use super::super::kernel::Simd;
 use super::Panel;
 use crate::element::Element;
 
@@ -13,52 +15,24 @@ use crate::element::Element;
 ///
 /// SAFETY: as for `pack_panel`, and the CPU has AVX2.
 pub(super) unsafe fn pack_panel_f32(width: usize, kc: usize, src: Panel<f32>, dst: *mut f32, sums: Option<*mut f32>) -> bool {
-    pack_panel::<Ymm32, 8>(width, kc, src, dst, sums)
+    pack_panel::<Avx2F32, 8>(width, kc, src, dst, sums)
 }
 
 /// [`super::pack_panel`] for f64; false if no fast path fits these strides (nothing written).
 ///
 /// SAFETY: as for `pack_panel`, and the CPU has AVX2.
 pub(super) unsafe fn pack_panel_f64(width: usize, kc: usize, src: Panel<f64>, dst: *mut f64, sums: Option<*mut f64>) -> bool {
-    pack_panel::<Ymm64, 4>(width, kc, src, dst, sums)
+    pack_panel::<Avx2F64, 4>(width, kc, src, dst, sums)
 }
 
-/// A 256-bit vector of `N` elements and the few operations packing needs. Each method wraps
-/// one intrinsic (or the transposition's fixed sequence) and is only sound to call where AVX2
-/// is enabled: from the `#[target_feature]` functions below.
-trait Ymm<const N: usize> {
-    type T: Element;
-    type V: Copy;
-    unsafe fn zero() -> Self::V;
-    unsafe fn load(p: *const Self::T) -> Self::V;
-    unsafe fn store(p: *mut Self::T, v: Self::V);
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
-    /// `out[j][i] = r[i][j]` for an N × N tile.
+/// The in-register transposition of an N × N tile (`out[j][i] = r[i][j]`), for the AVX2
+/// vector types of the micro-kernels, whose [`Simd`] methods do the loads and stores here.
+/// Only sound to call where AVX2 is enabled: from the `#[target_feature]` functions below.
+trait Transpose<const N: usize>: Simd {
     unsafe fn transpose(r: [Self::V; N]) -> [Self::V; N];
 }
 
-struct Ymm32;
-struct Ymm64;
-
-impl Ymm<8> for Ymm32 {
-    type T = f32;
-    type V = __m256;
-    #[inline(always)]
-    unsafe fn zero() -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m256 {
-        _mm256_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        _mm256_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        _mm256_add_ps(a, b)
-    }
+impl Transpose<8> for Avx2F32 {
     /// Interleave pairs, then quads, then 128-bit halves.
     #[inline(always)]
     unsafe fn transpose(r: [__m256; 8]) -> [__m256; 8] {
@@ -91,25 +65,7 @@ impl Ymm<8> for Ymm32 {
     }
 }
 
-impl Ymm<4> for Ymm64 {
-    type T = f64;
-    type V = __m256d;
-    #[inline(always)]
-    unsafe fn zero() -> __m256d {
-        _mm256_setzero_pd()
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f64) -> __m256d {
-        _mm256_loadu_pd(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f64, v: __m256d) {
-        _mm256_storeu_pd(p, v)
-    }
-    #[inline(always)]
-    unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
-        _mm256_add_pd(a, b)
-    }
+impl Transpose<4> for Avx2F64 {
     /// Interleave pairs, then 128-bit halves.
     #[inline(always)]
     unsafe fn transpose(r: [__m256d; 4]) -> [__m256d; 4] {
@@ -127,7 +83,7 @@ impl Ymm<4> for Ymm64 {
 }
 
 #[inline(always)]
-unsafe fn pack_panel<Y: Ymm<N>, const N: usize>(
+unsafe fn pack_panel<Y: Transpose<N>, const N: usize>(
     width: usize,
     kc: usize,
     src: Panel<Y::T>,
@@ -147,7 +103,7 @@ unsafe fn pack_panel<Y: Ymm<N>, const N: usize>(
 
 /// Lanes contiguous: one row of the panel per k step, copied N lanes at a time.
 #[target_feature(enable = "avx2")]
-unsafe fn copy<Y: Ymm<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y::T>, dst: *mut Y::T, sums: Option<*mut Y::T>) {
+unsafe fn copy<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y::T>, dst: *mut Y::T, sums: Option<*mut Y::T>) {
     let lanes = src.lanes;
     let whole = lanes / N * N;
     for p in 0..kc {
@@ -176,7 +132,7 @@ unsafe fn copy<Y: Ymm<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y:
 /// k contiguous: N lanes × N k steps loaded as N vectors along k, transposed in registers,
 /// stored as N panel rows. `width` is a multiple of N; lanes past `src.lanes` read as zero.
 #[target_feature(enable = "avx2")]
-unsafe fn transpose<Y: Ymm<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y::T>, dst: *mut Y::T, sums: Option<*mut Y::T>) {
+unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y::T>, dst: *mut Y::T, sums: Option<*mut Y::T>) {
     let whole_k = kc / N * N;
     for l0 in (0..width).step_by(N) {
         let real = src.lanes.saturating_sub(l0).min(N);
