@@ -136,9 +136,11 @@ unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, sr
     let whole_k = kc / N * N;
     for l0 in (0..width).step_by(N) {
         let real = src.lanes.saturating_sub(l0).min(N);
+        // This tile's sums (none for a tile of padding only, which has no sums to point at).
+        let sums = sums.filter(|_| real > 0).map(|s| s.add(l0));
         let mut acc = [Y::T::ZERO; N];
         if let Some(sums) = sums {
-            core::ptr::copy_nonoverlapping(sums.add(l0), acc.as_mut_ptr(), real);
+            core::ptr::copy_nonoverlapping(sums, acc.as_mut_ptr(), real);
         }
         let mut acc_v = Y::load(acc.as_ptr());
         for p0 in (0..whole_k).step_by(N) {
@@ -168,7 +170,7 @@ unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, sr
             }
         }
         if let Some(sums) = sums {
-            core::ptr::copy_nonoverlapping(acc.as_ptr(), sums.add(l0), real);
+            core::ptr::copy_nonoverlapping(acc.as_ptr(), sums, real);
         }
     }
 }
