@@ -37,6 +37,37 @@ class Matmul:
         self.fn()
 
 
+def _kernels() -> list:
+    import matgrad
+
+    return matgrad.available_kernels()
+
+
+class MatmulPerKernel:
+    """GFLOP/s of every kernel this CPU runs (``MATGRAD_KERNEL``'s choices), n = 512: the
+    other benchmarks only see the fastest, so a slow path would otherwise go unnoticed."""
+
+    params = (_kernels(), ["float32", "float64"])
+    param_names = ["kernel", "dtype"]
+    unit = "GFLOP/s"
+
+    def setup(self, kernel, dtype):
+        import matgrad
+
+        self.matgrad = matgrad
+        self.a, self.b = rand((512, 512), dtype, 0), rand((512, 512), dtype, 1)
+
+    def track_gflops_per_kernel(self, kernel, dtype):
+        from matgrad import _matgrad
+
+        active = self.matgrad.simd_kernel()
+        _matgrad.force_kernel(kernel)
+        try:
+            return gflops(lambda: self.matgrad.matmul(self.a, self.b), 2 * 512**3)
+        finally:
+            _matgrad.force_kernel(active)
+
+
 class MatmulSmall:
     """Call overhead: a 16 x 16 product and a batch of 64 32 x 32 products."""
 

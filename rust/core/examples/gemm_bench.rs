@@ -5,9 +5,11 @@
 //!   SIZE    n (square) or MxNxK, e.g. 64x256x784 for C (64 × 256) = A (64 × 784) B (784 × 256)
 //!   LAYOUT  nn (default), nt (B a transposed view), tn (A a transposed view) or tt
 //! ```
+//!
+//! `MATGRAD_KERNEL=avx512|avx2|neon|generic` measures that kernel instead of the fastest.
 use std::time::Instant;
 
-use matgrad_core::gemm::{Gemm, HasKernels, MatMut, MatRef};
+use matgrad_core::gemm::{Gemm, HasKernels, Isa, MatMut, MatRef};
 
 struct Shape {
     m: usize,
@@ -56,11 +58,18 @@ fn main() {
     if let Some(t) = args.get(3) {
         matgrad_core::threads::set_num_threads(t.parse().expect("threads")).unwrap();
     }
+    if let Ok(name) = std::env::var("MATGRAD_KERNEL") {
+        Isa::from_name(&name).expect("MATGRAD_KERNEL names a kernel").force().unwrap();
+    }
     let layout = args.get(4).map(String::as_str).unwrap_or("nn");
     assert!(matches!(layout, "nn" | "nt" | "tn" | "tt"), "LAYOUT is nn, nt, tn or tt");
     let shape = Shape { m, n, k, a_transposed: layout.starts_with('t'), b_transposed: layout.ends_with('t') };
     let work = m * n * k;
     let reps = (2_000_000_000 / work.max(1)).clamp(10, 2000);
     let gflops = if dtype == "f64" { bench::<f64>(&shape, reps) } else { bench::<f32>(&shape, reps) };
-    println!("{size} {dtype} {layout}: {gflops:.1} GFLOP/s (best of {reps}, threads={})", matgrad_core::threads::num_threads());
+    println!(
+        "{size} {dtype} {layout}: {gflops:.1} GFLOP/s (best of {reps}, threads={}, kernel={})",
+        matgrad_core::threads::num_threads(),
+        Isa::active().name()
+    );
 }
