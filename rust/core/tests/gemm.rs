@@ -226,6 +226,50 @@ fn every_kernel_block_boundaries() {
             check::<f32>(&Case::plain(m, n, k), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, isa, 7);
             check::<f64>(&Case::plain(m, n, k), Layout::ColMajor, Layout::Padded, Layout::Padded, isa, 8);
         }
+        // The narrow kernel, where the ISA has one: the widest C that selects it (past its NC
+        // if any width there does), with k crossing its KC.
+        if let Some(narrow) = <f32 as HasKernels>::narrow_microkernel(isa) {
+            let blk = Blocking::new(narrow.mr(), narrow.nr(), 4, CacheSizes::get());
+            let n = (1..2 * blk.nc).rev().find(|&n| <f32 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
+            check::<f32>(&Case::plain(narrow.mr() + 3, n, blk.kc + 5), Layout::RowMajor, Layout::ColMajor, Layout::RowMajor, isa, 9);
+        }
+        if let Some(narrow) = <f64 as HasKernels>::narrow_microkernel(isa) {
+            let blk = Blocking::new(narrow.mr(), narrow.nr(), 8, CacheSizes::get());
+            let n = (1..2 * blk.nc).rev().find(|&n| <f64 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
+            check::<f64>(&Case::plain(narrow.mr() + 3, n, blk.kc + 5), Layout::ColMajor, Layout::RowMajor, Layout::RowMajor, isa, 10);
+        }
+    }
+}
+
+/// Which register block a product uses depends on C's width, but both blocks of an ISA share
+/// MR and so KC: every element is summed in the same order, and a column of C comes out the
+/// same bits whether it is computed in a narrow or a wide product.
+#[test]
+fn narrow_and_wide_kernels_give_the_same_bits() {
+    for isa in Isa::supported() {
+        let (m, k) = (37, 700);
+        let mut rng = Lcg(5);
+        let a = Stored::<f32>::new(m, k, Layout::RowMajor, &mut rng);
+        let b = Stored::<f32>::new(k, 500, Layout::RowMajor, &mut rng);
+        let product = |n: usize| {
+            let mut c = vec![0f32; m * n];
+            Gemm::new(a.view(), MatRef::from_slice(&b.buf, b.base, k, n, 500, 1), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
+                .unwrap()
+                .isa(isa)
+                .run();
+            c
+        };
+        let (narrow_n, wide_n) = (64, 500);
+        if <f32 as HasKernels>::narrow_microkernel(isa).is_some() {
+            let nr = |n| <f32 as HasKernels>::microkernel_for(isa, n).nr();
+            assert!(nr(narrow_n) != nr(wide_n), "{}: both widths chose the same kernel", isa.name());
+        }
+        let (narrow, wide) = (product(narrow_n), product(wide_n));
+        for i in 0..m {
+            for j in 0..narrow_n {
+                assert!(narrow[i * narrow_n + j].to_bits() == wide[i * wide_n + j].to_bits(), "{}: C[{i}, {j}] differs", isa.name());
+            }
+        }
     }
 }
 

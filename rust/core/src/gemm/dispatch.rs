@@ -88,9 +88,31 @@ static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
 
 /// Elements with a micro-kernel per ISA. Implemented for `f32` and `f64` only.
 pub trait HasKernels: Element {
-    /// The micro-kernel for `isa`; the caller has checked `isa.is_supported()`.
+    /// The micro-kernel for `isa` (its widest register block); the caller has checked
+    /// `isa.is_supported()`.
     fn microkernel(isa: Isa) -> MicroKernel<Self>;
+
+    /// A narrower register block for `isa`, where it has one: slower per FLOP than
+    /// [`HasKernels::microkernel`] but with less zero padding for a narrow C.
+    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<Self>> {
+        let _ = isa;
+        None
+    }
+
+    /// The kernel for a C of `n` columns: the narrow block when the wide one would compute
+    /// more than [`NARROW_MARGIN`] times as many (padded) columns, e.g. n = 64 is 96 columns
+    /// with NR = 48 but 64 with NR = 32. Depends on `n` only, never on the thread count.
+    fn microkernel_for(isa: Isa, n: usize) -> MicroKernel<Self> {
+        let wide = Self::microkernel(isa);
+        match Self::narrow_microkernel(isa) {
+            Some(narrow) if n.next_multiple_of(wide.nr()) as f64 > NARROW_MARGIN * n.next_multiple_of(narrow.nr()) as f64 => narrow,
+            _ => wide,
+        }
+    }
 }
+
+/// How much more padded work the wide kernel may do before the narrow one is used.
+pub const NARROW_MARGIN: f64 = 1.08;
 
 impl HasKernels for f32 {
     fn microkernel(isa: Isa) -> MicroKernel<f32> {
@@ -102,6 +124,14 @@ impl HasKernels for f32 {
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::kernel::neon::NEON_F32,
             _ => generic::kernel(),
+        }
+    }
+
+    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<f32>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(super::kernel::x86::AVX512_F32_NARROW),
+            _ => None,
         }
     }
 }
@@ -116,6 +146,14 @@ impl HasKernels for f64 {
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::kernel::neon::NEON_F64,
             _ => generic::kernel(),
+        }
+    }
+
+    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<f64>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(super::kernel::x86::AVX512_F64_NARROW),
+            _ => None,
         }
     }
 }

@@ -475,7 +475,7 @@ impl<T: HasKernels> Problem<T> {
         if work <= DIRECT_MAX_WORK {
             return small::gemm_direct(self, isa);
         }
-        let kern = T::microkernel(isa);
+        let kern = T::microkernel_for(isa, n);
         let blocking = Blocking::new(kern.mr, kern.nr, core::mem::size_of::<T>(), CacheSizes::get());
         if self.parallel && work >= PARALLEL_MIN_WORK {
             return self.run_blocked(&kern, blocking, &threads::team());
