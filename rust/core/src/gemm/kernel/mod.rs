@@ -19,8 +19,8 @@
 //! Every ISA shares one kernel body, [`microkernel`], written against the small [`Simd`] trait;
 //! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
 
-use super::dispatch::Isa;
 use crate::element::Element;
+use crate::gemm::Isa;
 
 pub(crate) mod generic;
 #[cfg(target_arch = "aarch64")]
@@ -28,7 +28,7 @@ pub(crate) mod neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
-/// The largest MR×NR tile of any kernel, in elements (AVX-512 f32: 12 × 32).
+/// An upper bound on any kernel's MR×NR tile, in elements (the largest, AVX-512 f32 8 × 48, is 384).
 pub(crate) const MAX_TILE: usize = 16 * 32;
 
 /// One SIMD register type and the handful of operations the kernel body needs.
