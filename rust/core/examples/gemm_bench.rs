@@ -1,4 +1,4 @@
-//! Quick GFLOP/s probe of the core GEMM, no Python in the way (best of several runs):
+//! Quick GFLOP/s probe of the core GEMM, no Python in the way (median and best of several runs):
 //!
 //! ```text
 //! cargo run --release --example gemm_bench -- SIZE [f32|f64] [THREADS] [LAYOUT]
@@ -29,20 +29,23 @@ fn view<T>(data: &[T], rows: usize, cols: usize, transposed: bool) -> MatRef<'_,
     }
 }
 
-fn bench<T: HasKernels>(s: &Shape, reps: usize) -> f64 {
+/// GFLOP/s of the median and of the best run.
+fn bench<T: HasKernels>(s: &Shape, reps: usize) -> (f64, f64) {
     let (m, n, k) = (s.m, s.n, s.k);
     let a: Vec<T> = (0..m * k).map(|i| T::from_f64(((i * 7 % 13) as f64) / 13.0 - 0.5)).collect();
     let b: Vec<T> = (0..k * n).map(|i| T::from_f64(((i * 5 % 11) as f64) / 11.0 - 0.5)).collect();
     let mut c = vec![T::ZERO; m * n];
-    let mut best = f64::INFINITY;
+    let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
         Gemm::new(view(&a, m, k, s.a_transposed), view(&b, k, n, s.b_transposed), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
             .unwrap()
             .run();
-        best = best.min(t.elapsed().as_secs_f64());
+        times.push(t.elapsed().as_secs_f64());
     }
-    2.0 * (m * n * k) as f64 / best / 1e9
+    times.sort_by(f64::total_cmp);
+    let gflops = |t: f64| 2.0 * (m * n * k) as f64 / t / 1e9;
+    (gflops(times[reps / 2]), gflops(times[0]))
 }
 
 fn main() {
@@ -66,9 +69,9 @@ fn main() {
     let shape = Shape { m, n, k, a_transposed: layout.starts_with('t'), b_transposed: layout.ends_with('t') };
     let work = m * n * k;
     let reps = (2_000_000_000 / work.max(1)).clamp(10, 2000);
-    let gflops = if dtype == "f64" { bench::<f64>(&shape, reps) } else { bench::<f32>(&shape, reps) };
+    let (median, best) = if dtype == "f64" { bench::<f64>(&shape, reps) } else { bench::<f32>(&shape, reps) };
     println!(
-        "{size} {dtype} {layout}: {gflops:.1} GFLOP/s (best of {reps}, threads={}, kernel={})",
+        "{size} {dtype} {layout}: {median:.1} GFLOP/s median, {best:.1} best of {reps} (threads={}, kernel={})",
         matgrad_core::threads::num_threads(),
         Isa::active().name()
     );

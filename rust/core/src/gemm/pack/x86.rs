@@ -30,6 +30,18 @@ pub(super) unsafe fn pack_panel_f64(width: usize, kc: usize, src: Panel<f64>, ds
 /// Only sound to call where AVX2 is enabled: from the `#[target_feature]` functions below.
 trait Transpose<const N: usize>: Simd {
     unsafe fn transpose(r: [Self::V; N]) -> [Self::V; N];
+    /// Stores the first `count` (< N) lanes of `v` at `p`, touching nothing past them.
+    unsafe fn store_first(p: *mut Self::T, v: Self::V, count: usize);
+}
+
+/// `_mm256_maskstore_*` masks: lane i is stored when its mask's sign bit is set, so the
+/// mask for the first `count` lanes is the window of this table starting at `8 - count`.
+const FIRST_LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// The mask selecting the first `count` of 8 32-bit lanes (count <= 8).
+#[inline(always)]
+unsafe fn first_lanes_mask(count: usize) -> __m256i {
+    _mm256_loadu_si256(FIRST_LANES.as_ptr().add(8 - count).cast())
 }
 
 impl Transpose<8> for Avx2F32 {
@@ -63,6 +75,11 @@ impl Transpose<8> for Avx2F32 {
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ]
     }
+
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, count: usize) {
+        _mm256_maskstore_ps(p, first_lanes_mask(count), v)
+    }
 }
 
 impl Transpose<4> for Avx2F64 {
@@ -80,6 +97,12 @@ impl Transpose<4> for Avx2F64 {
             _mm256_permute2f128_pd::<0x31>(t1, t3),
         ]
     }
+
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f64, v: __m256d, count: usize) {
+        // A 64-bit lane is stored when the sign bit of its upper 32-bit half is set.
+        _mm256_maskstore_pd(p, first_lanes_mask(2 * count), v)
+    }
 }
 
 #[inline(always)]
@@ -93,7 +116,9 @@ unsafe fn pack_panel<Y: Transpose<N>, const N: usize>(
     if src.lane_stride == 1 {
         copy::<Y, N>(width, kc, src, dst, sums);
         true
-    } else if src.k_stride == 1 && width.is_multiple_of(N) {
+    } else if src.k_stride == 1 && (width.is_multiple_of(N) || width < N) {
+        // (A partial tile after whole ones, f64's MR = 6 as 4 + 2, would need a masked store
+        // on every row: slower than the scalar path on Zen 3, measured.)
         transpose::<Y, N>(width, kc, src, dst, sums);
         true
     } else {
@@ -130,12 +155,15 @@ unsafe fn copy<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, src: Pa
 }
 
 /// k contiguous: N lanes × N k steps loaded as N vectors along k, transposed in registers,
-/// stored as N panel rows. `width` is a multiple of N; lanes past `src.lanes` read as zero.
+/// stored as N panel rows. Lanes past `src.lanes` read as zero. `width` is a multiple of N,
+/// or less than N (f32's MR = 6 on AVX2): then the one tile is narrower than the vectors.
 #[target_feature(enable = "avx2")]
 unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, src: Panel<Y::T>, dst: *mut Y::T, sums: Option<*mut Y::T>) {
     let whole_k = kc / N * N;
     for l0 in (0..width).step_by(N) {
-        let real = src.lanes.saturating_sub(l0).min(N);
+        // Lanes of this tile inside the panel, and those of them read from the source.
+        let cols = (width - l0).min(N);
+        let real = src.lanes.saturating_sub(l0).min(cols);
         // This tile's sums (none for a tile of padding only, which has no sums to point at).
         let sums = sums.filter(|_| real > 0).map(|s| s.add(l0));
         let mut acc = [Y::T::ZERO; N];
@@ -155,7 +183,15 @@ unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, sr
                 }
             }
             for (p, &row) in Y::transpose(r).iter().enumerate() {
-                Y::store(dst.add((p0 + p) * width + l0), row);
+                let to = dst.add((p0 + p) * width + l0);
+                // A narrow tile's extra lanes spill into the start of the next panel row,
+                // which is stored after this one; only the panel's last row needs the
+                // (slower) masked store.
+                if cols == N || p0 + p + 1 < kc {
+                    Y::store(to, row);
+                } else {
+                    Y::store_first(to, row, cols);
+                }
                 if sums.is_some() {
                     acc_v = Y::add(acc_v, row);
                 }
@@ -163,7 +199,7 @@ unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, sr
         }
         Y::store(acc.as_mut_ptr(), acc_v);
         for p in whole_k..kc {
-            for (i, acc) in acc.iter_mut().enumerate() {
+            for (i, acc) in acc.iter_mut().enumerate().take(cols) {
                 let x = if i < real { *src.at(l0 + i, p) } else { Y::T::ZERO };
                 *dst.add(p * width + l0 + i) = x;
                 *acc = *acc + x;
