@@ -357,9 +357,19 @@ def _calibrate(fn: Callable[[], Any], min_sample: float) -> tuple[int, float]:
     return loops, per_call
 
 
+# Pause after each implementation's sample, before the next one's: torch's OpenMP (and MKL's)
+# idle threads spin ~9 ms after a call (measured with time.process_time across a sleep), and
+# would take a core from whatever is timed next (matgrad right after torch.matmul ran at
+# 0.75x its speed). Unlike OMP_WAIT_POLICY=PASSIVE, which made torch's n=64 matmul 5x
+# slower, a pause leaves each library's behaviour within its own sample as it is.
+SETTLE_S = 0.02
+
+
 def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
-                     min_sample: float, slow_call: float = 0.5) -> dict[str, dict]:
-    """Median seconds per call of each implementation, interleaved per repeat."""
+                     min_sample: float, slow_call: float = 0.5,
+                     settle: float = SETTLE_S) -> dict[str, dict]:
+    """Median seconds per call of each implementation, interleaved per repeat, with a
+    ``settle`` pause before each sample so no library's spinning threads overlap it."""
     loops: dict[str, int] = {}
     per_call: dict[str, float] = {}
     for name, fn in impls.items():
@@ -373,6 +383,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
         for _ in range(repeats):
             for name, fn in impls.items():
                 n = loops[name]
+                time.sleep(settle)
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
