@@ -92,6 +92,19 @@ impl Blocking {
     }
 }
 
+/// The step that cuts `len` into blocks of about equal size, a multiple of `multiple`: as few
+/// as blocks of `max` would need, or one fewer when the blocks then stay within 1/8 over
+/// `max` (k = 2048 at KC = 680 is 3 × 688, not 3 × 680 and a sliver of 8 that costs a whole
+/// extra pass over C). A `len` that fits one block gives `max` itself.
+pub(crate) fn even_block(len: usize, max: usize, multiple: usize) -> usize {
+    debug_assert!(max >= multiple && max.is_multiple_of(multiple));
+    if len <= max {
+        return max;
+    }
+    let blocks = len.div_ceil(max + max / 8);
+    len.div_ceil(blocks).next_multiple_of(multiple)
+}
+
 fn round_down(x: usize, multiple: usize) -> usize {
     x / multiple * multiple
 }
@@ -106,6 +119,26 @@ mod tests {
         assert_eq!(parse_size("36608K"), Some(36608 << 10));
         assert_eq!(parse_size("2M"), Some(2 << 20));
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn even_blocks_leave_no_sliver() {
+        // k = 2048 at KC = 680: three blocks of 688, not three of 680 and one of 8.
+        assert_eq!(even_block(2048, 680, 8), 688);
+        assert_eq!(even_block(1024, 680, 8), 512);
+        assert_eq!(even_block(500, 680, 8), 680);
+        assert_eq!(even_block(1000, 96, 16), 112);
+        for len in 1..3000 {
+            for (max, multiple) in [(680, 8), (96, 16), (3084, 6), (8, 8)] {
+                let step = even_block(len, max, multiple);
+                let blocks = len.div_ceil(step);
+                let over = (max + max / 8).next_multiple_of(multiple);
+                assert!(step <= over && blocks <= len.div_ceil(max), "len {len} max {max}: step {step}");
+                // The last block is no more than one `multiple` per block short of the others.
+                let last = len - (blocks - 1) * step;
+                assert!(last + blocks * multiple >= step.min(len), "len {len} max {max}: last {last}");
+            }
+        }
     }
 
     #[test]

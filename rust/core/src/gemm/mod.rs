@@ -25,6 +25,7 @@ mod kernel;
 mod pack;
 mod small;
 
+use blocking::even_block;
 pub use blocking::{Blocking, CacheSizes};
 pub use dispatch::{HasKernels, Isa};
 
@@ -531,6 +532,10 @@ impl<T: HasKernels> Problem<T> {
         if let Some(sums) = self.b_col_sums {
             core::ptr::write_bytes(sums, 0, n);
         }
+        // Equal blocks rather than full ones and a sliver: k = 2048 at KC = 680 would
+        // otherwise end in a pass over all of C for 8 k steps. KC depends on k alone, so the
+        // order of each sum still does not depend on the thread count.
+        let blk = Blocking { mc: even_block(m, blk.mc, mr), kc: even_block(k, blk.kc, 8), ..blk };
         let mc_max = blk.mc.min(m.next_multiple_of(mr));
         let kc_max = blk.kc.min(k);
         with_scratch::<T, _>(mc_max * kc_max, |a_packed| {
@@ -596,12 +601,13 @@ impl<T: HasKernels> Problem<T> {
     ) {
         let (isa, mr, nr) = (kern.isa, kern.mr, kern.nr);
         let kc = kp.kc;
-        let nc_max = blk.nc.min(cols.len().next_multiple_of(nr));
+        let nc_step = even_block(cols.len(), blk.nc, nr);
+        let nc_max = nc_step.min(cols.len().next_multiple_of(nr));
         with_scratch::<T, _>(nc_max * kc, |b_packed| {
             let b_packed = b_packed.as_mut_ptr();
             // LOOP 3: columns in blocks of NC.
-            for jc in cols.clone().step_by(blk.nc) {
-                let nc = blk.nc.min(cols.end - jc);
+            for jc in cols.clone().step_by(nc_step) {
+                let nc = nc_step.min(cols.end - jc);
                 let b_block = Block { ptr: self.b.at(kp.pc, jc), ..self.b };
                 let col_sums = if kp.sum_cols { self.b_col_sums.map(|s| s.add(jc)) } else { None };
                 pack_b(isa, nr, nc, kc, b_block, b_packed, col_sums, 0..nc.div_ceil(nr));
