@@ -232,12 +232,26 @@ fn every_kernel_block_boundaries() {
         if let Some(narrow) = <f32 as HasKernels>::narrow_microkernel(isa) {
             let blk = Blocking::new(narrow.mr(), narrow.nr(), 4, CacheSizes::get());
             let n = (1..2 * blk.nc).rev().find(|&n| <f32 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
-            check::<f32>(&Case::plain(narrow.mr() + 3, n, blk.kc * 5 / 4 + 5), Layout::RowMajor, Layout::ColMajor, Layout::RowMajor, isa, 9);
+            check::<f32>(
+                &Case::plain(narrow.mr() + 3, n, blk.kc * 5 / 4 + 5),
+                Layout::RowMajor,
+                Layout::ColMajor,
+                Layout::RowMajor,
+                isa,
+                9,
+            );
         }
         if let Some(narrow) = <f64 as HasKernels>::narrow_microkernel(isa) {
             let blk = Blocking::new(narrow.mr(), narrow.nr(), 8, CacheSizes::get());
             let n = (1..2 * blk.nc).rev().find(|&n| <f64 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
-            check::<f64>(&Case::plain(narrow.mr() + 3, n, blk.kc * 5 / 4 + 5), Layout::ColMajor, Layout::RowMajor, Layout::RowMajor, isa, 10);
+            check::<f64>(
+                &Case::plain(narrow.mr() + 3, n, blk.kc * 5 / 4 + 5),
+                Layout::ColMajor,
+                Layout::RowMajor,
+                Layout::RowMajor,
+                isa,
+                10,
+            );
         }
     }
 }

@@ -57,11 +57,8 @@ pub(crate) unsafe fn pack_a<T: Element>(
     row_sums: Option<*mut T>,
     panels: core::ops::Range<usize>,
 ) {
-    for q in panels {
-        let i0 = q * mr;
-        let src = Panel { ptr: a.at(i0, 0), lane_stride: a.rs, k_stride: a.cs, lanes: mr.min(mc - i0) };
-        pack_panel(isa, mr, kc, src, dst.add(q * mr * kc), row_sums.map(|s| s.add(i0)));
-    }
+    let block = Panel { ptr: a.ptr, lane_stride: a.rs, k_stride: a.cs, lanes: mc };
+    pack_panels(isa, mr, kc, block, dst, row_sums, panels)
 }
 
 /// Packs the `kc × nc` block `b` into `ceil(nc/nr)` panels of `kc × nr`, each stored row by
@@ -83,10 +80,37 @@ pub(crate) unsafe fn pack_b<T: Element>(
     col_sums: Option<*mut T>,
     panels: core::ops::Range<usize>,
 ) {
-    for q in panels {
-        let j0 = q * nr;
-        let src = Panel { ptr: b.at(0, j0), lane_stride: b.cs, k_stride: b.rs, lanes: nr.min(nc - j0) };
-        pack_panel(isa, nr, kc, src, dst.add(q * nr * kc), col_sums.map(|s| s.add(j0)));
+    let block = Panel { ptr: b.ptr, lane_stride: b.cs, k_stride: b.rs, lanes: nc };
+    pack_panels(isa, nr, kc, block, dst, col_sums, panels)
+}
+
+/// K steps packed per sweep across the panels when lanes are contiguous (see [`pack_panels`]).
+const SLAB: usize = 8;
+
+/// Packs panels `panels` of `block` (all its lanes, `width` to a panel) into `dst`, panel `q`
+/// at `dst[q*width*kc ..]`, summing lane `l` into `sums[l]`, p ascending, when given.
+///
+/// When lanes are contiguous (a row-major B), each k step is a row of memory that all the
+/// panels share, so they are filled together a slab of k steps at a time: each row is read
+/// front to back while it is in L1, rather than one 64-byte piece per panel, a row (often 4
+/// KiB) apart. Measured on Zen 3, packing a 784 × 1024 f32 B: 3.6 -> 4.6 elements/ns.
+unsafe fn pack_panels<T: Element>(
+    isa: Isa,
+    width: usize,
+    kc: usize,
+    block: Panel<T>,
+    dst: *mut T,
+    sums: Option<*mut T>,
+    panels: core::ops::Range<usize>,
+) {
+    let slab = if block.lane_stride == 1 { SLAB } else { kc.max(1) };
+    for p0 in (0..kc).step_by(slab) {
+        let steps = slab.min(kc - p0);
+        for q in panels.clone() {
+            let l0 = q * width;
+            let src = Panel { ptr: block.at(l0, p0), lanes: width.min(block.lanes - l0), ..block };
+            pack_panel(isa, width, steps, src, dst.add(l0 * kc + p0 * width), sums.map(|s| s.add(l0)));
+        }
     }
 }
 
