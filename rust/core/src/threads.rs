@@ -67,7 +67,7 @@ impl Board {
                     break;
                 }
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 && since.elapsed() > LINGER {
+                if spins.is_multiple_of(64) && since.elapsed() > LINGER {
                     self.lingering.fetch_sub(1, Ordering::SeqCst);
                     let posted = self.posted.load(Ordering::SeqCst);
                     if posted == seen {
