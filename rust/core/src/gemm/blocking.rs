@@ -92,10 +92,10 @@ impl Blocking {
     }
 }
 
-/// The step that cuts `len` into blocks of about equal size, a multiple of `multiple`: as few
-/// as blocks of `max` would need, or one fewer when the blocks then stay within 1/8 over
-/// `max` (k = 2048 at KC = 680 is 3 × 688, not 3 × 680 and a sliver of 8 that costs a whole
-/// extra pass over C). A `len` that fits one block gives `max` itself.
+/// The step that cuts `len` into as few blocks as can be had of at most 1/8 over `max`, all
+/// of about equal size (a multiple of `multiple`): k = 2048 at KC = 680 is 3 × 688, not
+/// 3 × 680 and a sliver of 8 that costs a whole extra pass over C. A `len` that fits one
+/// block gives `max` itself.
 pub(crate) fn even_block(len: usize, max: usize, multiple: usize) -> usize {
     debug_assert!(max >= multiple && max.is_multiple_of(multiple));
     if len <= max {
