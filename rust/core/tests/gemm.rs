@@ -288,6 +288,36 @@ fn narrow_and_wide_kernels_give_the_same_bits() {
     }
 }
 
+/// Small products with a row-major B run the kernel on the operands in place, others pack
+/// them: the same operations in the same order, so the same bits.
+#[test]
+fn unpacked_and_packed_paths_give_the_same_bits() {
+    for isa in Isa::supported() {
+        for &(m, n, k) in &[(13, 33, 20), (64, 64, 64), (50, 20, 40), (7, 100, 9)] {
+            let mut rng = Lcg(11);
+            let a = Stored::<f64>::new(m, k, Layout::RowMajor, &mut rng);
+            let b_rows = Stored::<f64>::new(k, n, Layout::RowMajor, &mut rng);
+            // The same B stored column-major, which the in-place path cannot read.
+            let mut b_cols = vec![0f64; k * n];
+            for p in 0..k {
+                for j in 0..n {
+                    b_cols[j * k + p] = b_rows.get(p, j);
+                }
+            }
+            let product = |b: MatRef<'_, f64>| {
+                let mut c = vec![f64::NAN; m * n];
+                Gemm::new(a.view(), b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().isa(isa).run();
+                c
+            };
+            let in_place = product(b_rows.view());
+            let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 1, k as isize));
+            for (at, (x, y)) in in_place.iter().zip(&packed).enumerate() {
+                assert!(x.to_bits() == y.to_bits(), "{} ({m}, {n}, {k}): C[{at}] {x} vs {y}", isa.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn broadcast_operands_with_zero_strides() {
     for isa in Isa::supported() {
@@ -303,10 +333,14 @@ fn alpha_beta_bias_relu_and_sums() {
     for isa in Isa::supported() {
         for &(m, n, k) in &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64)] {
             for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
-                let case = Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums: true };
-                for &lc in &[Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
-                    check::<f32>(&case, Layout::RowMajor, Layout::ColMajor, lc, isa, (m + n + k + t) as u64);
-                    check::<f64>(&case, Layout::Reversed, Layout::RowMajor, lc, isa, (m * n + k + t) as u64);
+                // Without sums, small products with row-major B take the unpacked path.
+                for sums in [true, false] {
+                    let case = Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums };
+                    for &lc in &[Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
+                        check::<f32>(&case, Layout::RowMajor, Layout::ColMajor, lc, isa, (m + n + k + t) as u64);
+                        check::<f64>(&case, Layout::Reversed, Layout::RowMajor, lc, isa, (m * n + k + t) as u64);
+                        check::<f32>(&case, Layout::ColMajor, Layout::Padded, lc, isa, (m + 2 * n + k + t) as u64);
+                    }
                 }
             }
         }

@@ -376,6 +376,10 @@ struct Problem<T> {
 /// development machine: the unpacked loop wins only below about 8³; already at 16³ packing
 /// into panels and running the register-blocked kernel is ~1.6x faster.
 const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
+/// Problems up to this many multiply-adds (and k within one KC block, B's rows contiguous)
+/// run the kernel on the operands in place when the ISA has a strided kernel: packing 32³
+/// cost more than its arithmetic (measured on Zen 3, AVX2).
+const UNPACKED_MAX_WORK: usize = 96 * 96 * 96;
 /// Problems below this many multiply-adds stay on one thread (thread wake-up and join cost
 /// tens of microseconds; measured on the 2-core development machine).
 const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
@@ -478,6 +482,12 @@ impl<T: HasKernels> Problem<T> {
         }
         let kern = T::microkernel_for(isa, n);
         let blocking = Blocking::new(kern.mr, kern.nr, core::mem::size_of::<T>(), CacheSizes::get());
+        // Small products whose B rows can be loaded as they lie run the kernel in place; the
+        // sums are only computed by packing.
+        let in_place = work <= UNPACKED_MAX_WORK && k <= blocking.kc && self.b.cs == 1;
+        if let Some(run) = kern.run_strided.filter(|_| in_place && self.a_row_sums.is_none() && self.b_col_sums.is_none()) {
+            return small::gemm_unpacked(self, &kern, run);
+        }
         if self.parallel && work >= PARALLEL_MIN_WORK {
             return self.run_blocked(&kern, blocking, &threads::team());
         }

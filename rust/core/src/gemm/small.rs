@@ -1,10 +1,48 @@
-//! The direct path for tiny products: no packing, no scratch buffers, no threads.
+//! Paths for small products, on one thread and without packing.
 //!
-//! For a handful of elements the packed path's fixed costs (buffers, packing, edge tiles)
-//! exceed the arithmetic. Here each row of C is accumulated in a stack buffer as
-//! `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are contiguous.
+//! - [`gemm_direct`], for tiny ones: each row of C is accumulated in a stack buffer as
+//!   `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are contiguous.
+//! - [`gemm_unpacked`], for small ones: the register-blocked micro-kernel reading A and B
+//!   where they lie (`Strided`), so nothing is copied but a last, partial strip of B.
 
+use super::kernel::{MicroKernel, Strided, StridedKernelFn, MAX_MR};
 use super::{HasKernels, Isa, Problem};
+use crate::buffers::with_scratch;
+
+/// C = A B through the micro-kernel without packing: one tile after another, A's rows and
+/// B's rows (contiguous) read in place. Columns of a last partial NR strip are copied into a
+/// zero-padded strip first, so no vector load reads past B. One k block: `k <= KC`.
+///
+/// SAFETY: as for [`Problem::run`]; B's lanes are contiguous (`p.b.cs == 1`); `run` is the
+/// strided twin of `kern` and its ISA is supported by this CPU.
+pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: StridedKernelFn<T>) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (mr, nr) = (kern.mr, kern.nr);
+    debug_assert!(p.b.cs == 1 && mr <= MAX_MR);
+    let tail = n % nr;
+    with_scratch::<T, _>(if tail > 0 { k * nr } else { 0 }, |strip| {
+        if tail > 0 {
+            let j0 = n - tail;
+            for q in 0..k {
+                let row = core::slice::from_raw_parts(p.b.at(q, j0), tail);
+                strip[q * nr..q * nr + tail].copy_from_slice(row);
+                strip[q * nr + tail..(q + 1) * nr].fill(T::ZERO);
+            }
+        }
+        for j0 in (0..n).step_by(nr) {
+            let cols = nr.min(n - j0);
+            let (b, b_k) = if cols == nr { (p.b.at(0, j0), p.b.rs) } else { (strip.as_ptr(), nr as isize) };
+            for i0 in (0..m).step_by(mr) {
+                let rows = mr.min(m - i0);
+                let mut src = Strided { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
+                for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
+                    *row = p.a.at(i0 + i.min(rows - 1), 0);
+                }
+                run(k, &src, &p.store(i0, j0, rows, cols, true, true));
+            }
+        }
+    });
+}
 
 /// Columns of C accumulated at a time (a few KiB of stack).
 const CHUNK: usize = 64;

@@ -83,6 +83,24 @@ pub(crate) struct TileStore<T> {
 /// A micro-kernel: `run(kc, a_panel, b_panel, store)`.
 pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>);
 
+/// The most rows of any kernel's tile.
+pub(crate) const MAX_MR: usize = 16;
+
+/// Unpacked operands of one tile, for [`microkernel_strided`]: row `i` of A at k step `p` is
+/// `rows[i][p * a_k]`; B's NR lanes at k step `p` are contiguous from `b + p * b_k`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<T> {
+    /// One pointer per row of the tile; rows past C's edge repeat the last real row (read,
+    /// never stored), so nothing outside A is touched.
+    pub rows: [*const T; MAX_MR],
+    pub a_k: isize,
+    pub b: *const T,
+    pub b_k: isize,
+}
+
+/// A micro-kernel reading its operands in place: `run(kc, operands, store)`.
+pub(crate) type StridedKernelFn<T> = unsafe fn(usize, &Strided<T>, &TileStore<T>);
+
 /// A micro-kernel together with its register-block shape.
 #[derive(Clone, Copy)]
 pub struct MicroKernel<T> {
@@ -91,6 +109,8 @@ pub struct MicroKernel<T> {
     pub(crate) mr: usize,
     pub(crate) nr: usize,
     pub(crate) run: KernelFn<T>,
+    /// The same kernel on unpacked operands, where the ISA has one (small products).
+    pub(crate) run_strided: Option<StridedKernelFn<T>>,
 }
 
 impl<T> MicroKernel<T> {
@@ -144,6 +164,29 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
         k_step::<S, MR, NV>(&mut acc, a, b);
         a = a.add(MR);
         b = b.add(nr);
+    }
+    store_tile::<S, MR, NV>(acc, st);
+}
+
+/// [`microkernel`] on operands read in place ([`Strided`]): for products so small that
+/// packing them would cost more than the arithmetic. The same operations in the same order,
+/// so a product gives the same bits either way.
+#[inline(always)]
+pub(crate) unsafe fn microkernel_strided<S: Simd, const MR: usize, const NV: usize>(kc: usize, src: &Strided<S::T>, st: &TileStore<S::T>) {
+    let mut acc = [[S::zero(); NV]; MR];
+    let Strided { rows, a_k, b, b_k } = *src;
+    for p in 0..kc as isize {
+        let mut bv = [S::zero(); NV];
+        let b_row = b.offset(p * b_k);
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = S::load(b_row.add(v * S::LANES));
+        }
+        for (acc_row, row) in acc.iter_mut().zip(rows) {
+            let ai = S::splat(*row.offset(p * a_k));
+            for v in 0..NV {
+                acc_row[v] = S::fmadd(ai, bv[v], acc_row[v]);
+            }
+        }
     }
     store_tile::<S, MR, NV>(acc, st);
 }
