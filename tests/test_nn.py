@@ -369,3 +369,28 @@ def test_demo_bad_usage_returns_2(capsys, argv):
 def test_demo_help_returns_0(capsys):
     assert _demo.main(["--help"]) == 0
     assert "--batch-size" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_mask_is_fused_into_the_grad_x_gemm(dtype):
+    # mlp2 computes dZ1 = (dZ2 W2ᵀ) ⊙ (H1 > 0) in one GEMM: the kernel keeps each stored
+    # element only where the mask is positive (a select, as torch's threshold_backward).
+    from matgrad import _matgrad
+
+    rng = np.random.default_rng(3)
+    n, h, c = 37, 45, 10
+    g = rng.standard_normal((n, c)).astype(dtype)
+    w = rng.standard_normal((h, c)).astype(dtype)
+    mask = np.maximum(rng.standard_normal((n, h)), 0).astype(dtype)  # a ReLU output
+    mask[::5, ::3] = np.nan                                          # NaN > 0 is false
+    got = np.full((n, h), np.nan, dtype)
+    _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask[:, :])
+    full = g.astype(np.float64) @ w.T.astype(np.float64)
+    want = np.where(mask > 0, full, 0.0)
+    tol = 4 * c * np.finfo(dtype).eps * (np.abs(g) @ np.abs(w).T)
+    assert np.all(got[~(mask > 0)] == 0)
+    assert np.all(np.abs(got - want) <= tol)
+    with pytest.raises(ValueError, match="does not fit"):
+        _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask[:, :-1])
+    with pytest.raises(TypeError, match="grad_x_relu_mask"):
+        _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask.astype(np.float16))

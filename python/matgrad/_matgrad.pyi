@@ -35,10 +35,13 @@ def linear_backward(
     grad_weight: npt.NDArray[np.floating] | None,
     grad_bias: npt.NDArray[np.floating] | None,
     accumulate_weight: bool = False,
+    grad_x_relu_mask: npt.NDArray[np.floating] | None = None,
     /,
 ) -> None:
     """Writes the linear layer's gradients into the outputs given (None: not wanted);
-    with ``accumulate_weight`` grad_weight is added to rather than overwritten."""
+    with ``accumulate_weight`` grad_weight is added to rather than overwritten; with
+    ``grad_x_relu_mask`` (x's shape: the output of the ReLU that x is) grad_x is kept only
+    where it is positive, 0 elsewhere, as it is stored."""
 
 def set_num_threads(n: int, /) -> None:
     """Sets the size of matgrad's thread pool (>= 1)."""

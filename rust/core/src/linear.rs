@@ -62,6 +62,9 @@ pub fn forward<T: HasKernels>(
 pub struct LinearGrads<'a, T> {
     /// (batch, in)
     pub x: Option<MatMut<'a, T>>,
+    /// (batch, in), or None. When x is the output of a ReLU, give it here and ∂L/∂X comes out
+    /// as the ReLU's input gradient, ∂L/∂X ⊙ (x > 0), applied as its GEMM stores each tile.
+    pub x_relu_mask: Option<MatRef<'a, T>>,
     /// The weight's own shape and layout.
     pub weight: Option<MatMut<'a, T>>,
     /// (out,), contiguous.
@@ -97,7 +100,11 @@ pub fn backward<T: HasKernels>(
     }
     if let Some(gx) = grads.x {
         // ∂L/∂X = G Wᵀ, with W seen as (in, out).
-        Gemm::new(grad_y, w_io.t(), gx)?.run();
+        let gemm = Gemm::new(grad_y, w_io.t(), gx)?;
+        match grads.x_relu_mask {
+            Some(mask) => gemm.relu_grad_mask(mask)?.run(),
+            None => gemm.run(),
+        }
     }
     match (grads.weight, grads.bias) {
         (Some(gw), bias) => {

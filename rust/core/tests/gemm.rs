@@ -91,11 +91,13 @@ struct Case {
     bias: Option<BiasAxis>,
     relu: bool,
     sums: bool,
+    /// A ReLU-gradient mask of C's shape (some entries NaN), in a layout of its own.
+    mask: bool,
 }
 
 impl Case {
     fn plain(m: usize, n: usize, k: usize) -> Case {
-        Case { m, n, k, alpha: 1.0, beta: 0.0, bias: None, relu: false, sums: false }
+        Case { m, n, k, alpha: 1.0, beta: 0.0, bias: None, relu: false, sums: false, mask: false }
     }
 }
 
@@ -103,7 +105,7 @@ impl Case {
 /// |c - ref| <= 2 (k + 2) eps (|alpha| Σ|a||b| + |beta c| + |bias|), and that nothing
 /// outside C changed.
 fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Isa, seed: u64) {
-    let Case { m, n, k, alpha, beta, bias, relu, sums } = *case;
+    let Case { m, n, k, alpha, beta, bias, relu, sums, mask } = *case;
     let mut rng = Lcg(seed);
     let a = Stored::<T>::new(m, k, la, &mut rng);
     let b = Stored::<T>::new(k, n, lb, &mut rng);
@@ -118,6 +120,13 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
         None => 0,
     };
     let bias_vals: Vec<T> = (0..bias_len).map(|_| T::from_f64(rng.next())).collect();
+    let mut mask_m = Stored::<T>::new(m, n, [Layout::ColMajor, Layout::RowMajor, Layout::Padded][(m + 2 * n) % 3], &mut rng);
+    for i in 0..m {
+        for j in (0..n).filter(|j| (i + j) % 7 == 3) {
+            let at = (mask_m.base as isize + i as isize * mask_m.rs + j as isize * mask_m.cs) as usize;
+            mask_m.buf[at] = T::from_f64(f64::NAN); // NaN > 0 is false: masked
+        }
+    }
     let mut row_sums = vec![T::from_f64(f64::NAN); m];
     let mut col_sums = vec![T::from_f64(f64::NAN); n];
     let guard_before = c.buf.clone();
@@ -129,6 +138,9 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
         }
         if sums {
             g = g.a_row_sums(&mut row_sums).unwrap().b_col_sums(&mut col_sums).unwrap();
+        }
+        if mask {
+            g = g.relu_grad_mask(mask_m.view()).unwrap();
         }
         g.run();
     }
@@ -157,6 +169,10 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
                 want = want.max(0.0);
             }
             let got = c.get(i, j).to_f64();
+            if mask && !(mask_m.get(i, j).to_f64() > 0.0) {
+                assert!(got.to_bits() == 0.0f64.to_bits(), "{tag}: C[{i},{j}] = {got} under a closed mask");
+                continue;
+            }
             let tol = 2.0 * (k as f64 + 2.0) * eps * mag + f64::MIN_POSITIVE;
             assert!((got - want).abs() <= tol, "{tag}: C[{i},{j}] = {got}, want {want} (tol {tol})");
             if relu {
@@ -288,6 +304,23 @@ fn narrow_and_wide_kernels_give_the_same_bits() {
     }
 }
 
+/// The ReLU-gradient mask on every path: tiny (direct), small (in place), packed, edge tiles,
+/// several k blocks (it applies to the finished sum only), C and the mask in any layout.
+#[test]
+fn relu_grad_mask_keeps_only_positive_entries() {
+    for isa in Isa::supported() {
+        let kc =
+            Blocking::new(<f32 as HasKernels>::microkernel(isa).mr(), <f32 as HasKernels>::microkernel(isa).nr(), 4, CacheSizes::get()).kc;
+        for &(m, n, k) in &[(3, 4, 5), (7, 17, 9), (25, 33, 40), (64, 64, 64), (61, 130, 150), (20, 50, kc * 5 / 4 + 3)] {
+            let case = Case { mask: true, ..Case::plain(m, n, k) };
+            for (t, &lc) in LAYOUTS.iter().enumerate() {
+                check::<f32>(&case, Layout::RowMajor, LAYOUTS[(t + 2) % 4], lc, isa, (m + n + t) as u64);
+                check::<f64>(&case, LAYOUTS[(t + 1) % 4], Layout::RowMajor, lc, isa, (m * n + t) as u64);
+            }
+        }
+    }
+}
+
 /// Small products with a row-major B run the kernel on the operands in place, others pack
 /// them: the same operations in the same order, so the same bits.
 #[test]
@@ -335,7 +368,7 @@ fn alpha_beta_bias_relu_and_sums() {
             for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
                 // Without sums, small products with row-major B take the unpacked path.
                 for sums in [true, false] {
-                    let case = Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums };
+                    let case = Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums, mask: t != 1 };
                     for &lc in &[Layout::RowMajor, Layout::ColMajor, Layout::Padded] {
                         check::<f32>(&case, Layout::RowMajor, Layout::ColMajor, lc, isa, (m + n + k + t) as u64);
                         check::<f64>(&case, Layout::Reversed, Layout::RowMajor, lc, isa, (m * n + k + t) as u64);

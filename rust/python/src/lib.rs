@@ -143,7 +143,7 @@ fn linear_forward(
 
 /// The linear layer's gradients into the given outputs (None: not wanted).
 #[pyfunction]
-#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false))]
+#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false, grad_x_relu_mask = None))]
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
     py: Python<'_>,
@@ -155,6 +155,7 @@ fn linear_backward(
     grad_weight: Option<&Bound<'_, PyAny>>,
     grad_bias: Option<&Bound<'_, PyAny>>,
     accumulate_weight: bool,
+    grad_x_relu_mask: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     with_float_dtype!(grad_y, "linear_backward", |T| {
         let g = Strided::<T>::borrow(grad_y, "grad_y")?;
@@ -163,6 +164,10 @@ fn linear_backward(
         let gx = optional_mut::<T>(grad_x, "grad_x")?;
         let gw = optional_mut::<T>(grad_weight, "grad_weight")?;
         let gb = optional_mut::<T>(grad_bias, "grad_bias")?;
+        let mask = grad_x_relu_mask.map(|m| Strided::<T>::borrow(m, "grad_x_relu_mask")).transpose()?;
+        if let Some(v) = &mask {
+            require_ndim(v, 2, "grad_x_relu_mask")?;
+        }
         for (view, name) in [(&g, "grad_y"), (&x, "x"), (&w, "weight")] {
             require_ndim(view, 2, name)?;
         }
@@ -181,14 +186,15 @@ fn linear_backward(
                 return Err(PyValueError::new_err("grad_bias must be contiguous"));
             }
         }
-        let work = Unchecked((g, x, w, gx, gw, gb));
+        let work = Unchecked((g, x, w, gx, gw, gb, mask));
         py.detach(move || {
-            let (g, x, w, gx, gw, gb) = work.into_inner();
+            let (g, x, w, gx, gw, gb, mask) = work.into_inner();
             // SAFETY: live arrays, dtypes and ranks checked above (grad_bias contiguous); the
             // core checks that the shapes fit together.
             unsafe {
                 let grads = LinearGrads {
                     x: gx.map(|v| v.matrix_mut()),
+                    x_relu_mask: mask.as_ref().map(|v| v.matrix()),
                     weight: gw.map(|v| v.matrix_mut()),
                     bias: gb.map(|v| core::slice::from_raw_parts_mut(v.ptr(), v.shape[0])),
                     accumulate_weight,

@@ -244,6 +244,7 @@ pub struct Gemm<'a, T: HasKernels> {
     beta: T,
     bias: Option<(VecRef<'a, T>, BiasAxis)>,
     relu: bool,
+    mask: Option<MatRef<'a, T>>,
     a_row_sums: Option<&'a mut [T]>,
     b_col_sums: Option<&'a mut [T]>,
     isa: Option<Isa>,
@@ -267,6 +268,7 @@ impl<'a, T: HasKernels> Gemm<'a, T> {
             beta: T::ZERO,
             bias: None,
             relu: false,
+            mask: None,
             a_row_sums: None,
             b_col_sums: None,
             isa: None,
@@ -305,6 +307,20 @@ impl<'a, T: HasKernels> Gemm<'a, T> {
     pub fn relu(mut self, relu: bool) -> Self {
         self.relu = relu;
         self
+    }
+
+    /// Keeps the result only where `mask > 0`, 0 elsewhere, as it is stored: the backward of
+    /// a ReLU whose output `mask` is (∂L/∂Z = ∂L/∂H ⊙ relu′(Z), relu′(Z) = H > 0), without a
+    /// pass of its own. `mask` has C's shape.
+    pub fn relu_grad_mask(mut self, mask: MatRef<'a, T>) -> Result<Self, ShapeError> {
+        if mask.rows != self.c.rows || mask.cols != self.c.cols {
+            return Err(ShapeError(format!(
+                "mask of shape ({}, {}) does not fit a ({}, {}) result",
+                mask.rows, mask.cols, self.c.rows, self.c.cols
+            )));
+        }
+        self.mask = Some(mask);
+        Ok(self)
     }
 
     /// Also computes `sums[i] = Σ_p A[i, p]` while packing A (overwrites `sums`).
@@ -367,6 +383,9 @@ struct Problem<T> {
     bias_rs: isize,
     bias_cs: isize,
     relu: bool,
+    mask: *const T,
+    mask_rs: isize,
+    mask_cs: isize,
     a_row_sums: Option<*mut T>,
     b_col_sums: Option<*mut T>,
     parallel: bool,
@@ -406,6 +425,9 @@ impl<'a, T: HasKernels> From<Gemm<'a, T>> for Problem<T> {
             bias_rs,
             bias_cs,
             relu: g.relu,
+            mask: g.mask.map_or(core::ptr::null(), |m| m.ptr),
+            mask_rs: g.mask.map_or(0, |m| m.rs),
+            mask_cs: g.mask.map_or(0, |m| m.cs),
             a_row_sums: g.a_row_sums.map(|s| s.as_mut_ptr()),
             b_col_sums: g.b_col_sums.map(|s| s.as_mut_ptr()),
             parallel: g.parallel,
@@ -442,6 +464,8 @@ impl<T: HasKernels> Problem<T> {
             c_cs: self.c_rs,
             bias_rs: self.bias_cs,
             bias_cs: self.bias_rs,
+            mask_rs: self.mask_cs,
+            mask_cs: self.mask_rs,
             a_row_sums: self.b_col_sums,
             b_col_sums: self.a_row_sums,
             ..self
@@ -468,6 +492,14 @@ impl<T: HasKernels> Problem<T> {
             bias_rs: self.bias_rs,
             bias_cs: self.bias_cs,
             relu: self.relu && last_k,
+            // The mask, like relu, applies to the finished sum.
+            mask: if last_k && !self.mask.is_null() {
+                self.mask.wrapping_offset(i * self.mask_rs + j * self.mask_cs)
+            } else {
+                core::ptr::null()
+            },
+            mask_rs: self.mask_rs,
+            mask_cs: self.mask_cs,
         }
     }
 
@@ -525,6 +557,9 @@ impl<T: HasKernels> Problem<T> {
                     x = x + *st.bias;
                 }
                 if st.relu && T::ZERO > x {
+                    x = T::ZERO;
+                }
+                if !st.mask.is_null() && !(*st.mask > T::ZERO) {
                     x = T::ZERO;
                 }
                 *c = x;

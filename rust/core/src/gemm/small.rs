@@ -71,6 +71,7 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
     let (c, c_rs, c_cs) = (p.c, p.c_rs, p.c_cs);
     let (alpha, beta, relu) = (p.alpha, p.beta, p.relu);
     let (bias, bias_rs, bias_cs) = (p.bias, p.bias_rs, p.bias_cs);
+    let (mask, mask_rs, mask_cs) = (p.mask, p.mask_rs, p.mask_cs);
     let mut acc = [T::ZERO; CHUNK];
     for j0 in (0..n).step_by(CHUNK) {
         let w = CHUNK.min(n - j0);
@@ -93,6 +94,7 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
             }
             let c_row = c.offset(i as isize * c_rs + j0 as isize * c_cs);
             let bias_row = bias.wrapping_offset(i as isize * bias_rs + j0 as isize * bias_cs);
+            let mask_row = mask.wrapping_offset(i as isize * mask_rs + j0 as isize * mask_cs);
             for (j, &x) in acc.iter().enumerate() {
                 let c = c_row.offset(j as isize * c_cs);
                 let mut x = if alpha != T::ONE { alpha * x } else { x };
@@ -103,6 +105,9 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
                     x = x + *bias_row.offset(j as isize * bias_cs);
                 }
                 if relu && T::ZERO > x {
+                    x = T::ZERO;
+                }
+                if !mask.is_null() && !(*mask_row.offset(j as isize * mask_cs) > T::ZERO) {
                     x = T::ZERO;
                 }
                 *c = x;

@@ -8,6 +8,7 @@
 //!   b: NR-wide panel, kc rows      b[p*NR + j] = B[p, j]      (zero-padded past the last column)
 //!
 //!   C[i, j] = relu?( alpha * Σ_p a[p*MR+i] b[p*NR+j]  +  beta * C[i, j]  +  bias[i, j] )
+//!   C[i, j] = 0 where mask[i, j] > 0 is false, if a mask is given
 //! ```
 //!
 //! only for the `rows × cols` part of the tile that lies inside C (edge tiles are partial), with
@@ -52,6 +53,22 @@ pub(crate) trait Simd: Copy {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise `if a > b { a } else { b }` (so `max(0, NaN)` is NaN, as in torch's relu).
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise `if mask > 0 { x } else { 0 }` (relu′ of the forward's output as a select,
+    /// as torch's threshold_backward: a NaN or infinite `x` under a closed mask gives 0).
+    /// The default spills both to memory; ISAs with a compare-and-mask override it.
+    #[inline(always)]
+    unsafe fn keep_where_positive(mask: Self::V, x: Self::V) -> Self::V {
+        let zero = <Self::T as Element>::ZERO;
+        let (mut m, mut v) = ([zero; 16], [zero; 16]);
+        Self::store(m.as_mut_ptr(), mask);
+        Self::store(v.as_mut_ptr(), x);
+        for (v, m) in v.iter_mut().zip(m).take(Self::LANES) {
+            if !(m > zero) {
+                *v = zero;
+            }
+        }
+        Self::load(v.as_ptr())
+    }
     /// The scalar twin of [`Simd::fmadd`], for edge tiles: fused exactly when `fmadd` is.
     unsafe fn fmadd_scalar(a: Self::T, b: Self::T, c: Self::T) -> Self::T;
     /// A hint to bring the cache line holding `p` into L1 (never faults; may do nothing).
@@ -78,6 +95,11 @@ pub(crate) struct TileStore<T> {
     pub bias_rs: isize,
     pub bias_cs: isize,
     pub relu: bool,
+    /// Null for none; else the result is kept only where `mask[i*mask_rs + j*mask_cs] > 0`
+    /// (the backward of a ReLU whose output the mask is), 0 elsewhere. Applied last.
+    pub mask: *const T,
+    pub mask_rs: isize,
+    pub mask_cs: isize,
 }
 
 /// A micro-kernel: `run(kc, a_panel, b_panel, store)`.
@@ -222,9 +244,10 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
     let one = <S::T as Element>::ONE;
     let zero = <S::T as Element>::ZERO;
     // Locals, so that stores through C cannot force these to be re-read.
-    let TileStore { c, rs, cs, rows, cols, alpha, beta, bias, bias_rs, bias_cs, relu } = *st;
+    let TileStore { c, rs, cs, rows, cols, alpha, beta, bias, bias_rs, bias_cs, relu, mask, mask_rs, mask_cs } = *st;
     let has_bias = !bias.is_null();
-    let scalar = |x: S::T, c: *mut S::T, bias: *const S::T| {
+    let has_mask = !mask.is_null();
+    let scalar = |x: S::T, c: *mut S::T, bias: *const S::T, mask: *const S::T| {
         let mut x = x;
         if alpha != one {
             x = alpha * x;
@@ -239,13 +262,17 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
         if relu && zero > x {
             x = zero;
         }
+        if has_mask && !(*mask > zero) {
+            x = zero;
+        }
         *c = x;
     };
-    if cs == 1 && (!has_bias || bias_cs == 1) {
+    if cs == 1 && (!has_bias || bias_cs == 1) && (!has_mask || mask_cs == 1) {
         let (valpha, vbeta) = (S::splat(alpha), S::splat(beta));
         for (i, acc_row) in acc.iter().enumerate().take(rows) {
             let c_row = c.offset(i as isize * rs);
             let bias_row = bias.wrapping_offset(i as isize * bias_rs);
+            let mask_row = mask.wrapping_offset(i as isize * mask_rs);
             for (v, &x) in acc_row.iter().enumerate() {
                 let j = v * S::LANES;
                 if j + S::LANES <= cols {
@@ -262,12 +289,15 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
                     if relu {
                         x = S::max(S::zero(), x);
                     }
+                    if has_mask {
+                        x = S::keep_where_positive(S::load(mask_row.add(j)), x);
+                    }
                     S::store(c_row.add(j), x);
                 } else if j < cols {
                     let mut lanes = [zero; 16];
                     S::store(lanes.as_mut_ptr(), x);
                     for (l, &x) in lanes.iter().enumerate().take(cols - j) {
-                        scalar(x, c_row.add(j + l), bias_row.wrapping_add(j + l));
+                        scalar(x, c_row.add(j + l), bias_row.wrapping_add(j + l), mask_row.wrapping_add(j + l));
                     }
                 }
             }
@@ -286,7 +316,8 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
     for i in 0..rows {
         for j in 0..cols {
             let at = i as isize * bias_rs + j as isize * bias_cs;
-            scalar(*tile.add(i * nr + j), c.offset(i as isize * rs + j as isize * cs), bias.wrapping_offset(at));
+            let mask_at = mask.wrapping_offset(i as isize * mask_rs + j as isize * mask_cs);
+            scalar(*tile.add(i * nr + j), c.offset(i as isize * rs + j as isize * cs), bias.wrapping_offset(at), mask_at);
         }
     }
 }

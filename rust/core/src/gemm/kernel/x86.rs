@@ -161,6 +161,11 @@ impl Simd for Avx2F32 {
         _mm256_max_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn keep_where_positive(mask: __m256, x: __m256) -> __m256 {
+        // All ones where mask > 0 (an ordered compare: false for NaN), then AND.
+        _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(mask, _mm256_setzero_ps()), x)
+    }
+    #[inline(always)]
     unsafe fn fmadd_scalar(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
     }
@@ -205,6 +210,11 @@ impl Simd for Avx2F64 {
     #[inline(always)]
     unsafe fn max(a: __m256d, b: __m256d) -> __m256d {
         _mm256_max_pd(a, b)
+    }
+    #[inline(always)]
+    unsafe fn keep_where_positive(mask: __m256d, x: __m256d) -> __m256d {
+        // All ones where mask > 0 (an ordered compare: false for NaN), then AND.
+        _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(mask, _mm256_setzero_pd()), x)
     }
     #[inline(always)]
     unsafe fn fmadd_scalar(a: f64, b: f64, c: f64) -> f64 {
