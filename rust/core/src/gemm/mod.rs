@@ -474,6 +474,14 @@ impl<T: HasKernels> Problem<T> {
 
     fn store(&self, i: usize, j: usize, rows: usize, cols: usize, first_k: bool, last_k: bool) -> TileStore<T> {
         let (i, j) = (i as isize, j as isize);
+        // An optional operand of C's shape (null: none) at the tile's origin, when `on`.
+        let at_tile = |m: *const T, on: bool, rs: isize, cs: isize| {
+            if on && !m.is_null() {
+                m.wrapping_offset(i * rs + j * cs)
+            } else {
+                core::ptr::null()
+            }
+        };
         TileStore {
             // SAFETY (offsets): i < m and j < n, so the tile origin lies inside C.
             c: unsafe { self.c.offset(i * self.c_rs + j * self.c_cs) },
@@ -484,20 +492,12 @@ impl<T: HasKernels> Problem<T> {
             alpha: self.alpha,
             // Later k blocks accumulate onto what the first one stored.
             beta: if first_k { self.beta } else { T::ONE },
-            bias: if first_k && !self.bias.is_null() {
-                self.bias.wrapping_offset(i * self.bias_rs + j * self.bias_cs)
-            } else {
-                core::ptr::null()
-            },
+            bias: at_tile(self.bias, first_k, self.bias_rs, self.bias_cs),
             bias_rs: self.bias_rs,
             bias_cs: self.bias_cs,
             relu: self.relu && last_k,
             // The mask, like relu, applies to the finished sum.
-            mask: if last_k && !self.mask.is_null() {
-                self.mask.wrapping_offset(i * self.mask_rs + j * self.mask_cs)
-            } else {
-                core::ptr::null()
-            },
+            mask: at_tile(self.mask, last_k, self.mask_rs, self.mask_cs),
             mask_rs: self.mask_rs,
             mask_cs: self.mask_cs,
         }
