@@ -20,6 +20,12 @@ pub trait Element:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
+
+    /// `self > 0`, false for NaN: whether a ReLU-gradient mask lets a value through.
+    #[inline(always)]
+    fn is_positive(self) -> bool {
+        self > Self::ZERO
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -169,7 +169,7 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
                 want = want.max(0.0);
             }
             let got = c.get(i, j).to_f64();
-            if mask && !(mask_m.get(i, j).to_f64() > 0.0) {
+            if mask && !mask_m.get(i, j).is_positive() {
                 assert!(got.to_bits() == 0.0f64.to_bits(), "{tag}: C[{i},{j}] = {got} under a closed mask");
                 continue;
             }

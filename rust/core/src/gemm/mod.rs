@@ -559,7 +559,7 @@ impl<T: HasKernels> Problem<T> {
                 if st.relu && T::ZERO > x {
                     x = T::ZERO;
                 }
-                if !st.mask.is_null() && !(*st.mask > T::ZERO) {
+                if !st.mask.is_null() && !(*st.mask).is_positive() {
                     x = T::ZERO;
                 }
                 *c = x;

@@ -107,7 +107,7 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
                 if relu && T::ZERO > x {
                     x = T::ZERO;
                 }
-                if !mask.is_null() && !(*mask_row.offset(j as isize * mask_cs) > T::ZERO) {
+                if !mask.is_null() && !(*mask_row.offset(j as isize * mask_cs)).is_positive() {
                     x = T::ZERO;
                 }
                 *c = x;

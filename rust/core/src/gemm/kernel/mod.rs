@@ -63,7 +63,7 @@ pub(crate) trait Simd: Copy {
         Self::store(m.as_mut_ptr(), mask);
         Self::store(v.as_mut_ptr(), x);
         for (v, m) in v.iter_mut().zip(m).take(Self::LANES) {
-            if !(m > zero) {
+            if !m.is_positive() {
                 *v = zero;
             }
         }
@@ -262,7 +262,7 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
         if relu && zero > x {
             x = zero;
         }
-        if has_mask && !(*mask > zero) {
+        if has_mask && !(*mask).is_positive() {
             x = zero;
         }
         *c = x;
