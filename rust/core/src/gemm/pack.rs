@@ -14,7 +14,9 @@
 //! a transposed B — torch's weight layout) is a transposition in 8 × 8 register tiles.
 
 use super::dispatch::Isa;
-use crate::element::{Element, ElementKind};
+use crate::element::Element;
+#[cfg(target_arch = "x86_64")]
+use crate::element::ElementKind;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -131,6 +133,7 @@ impl<T> Panel<T> {
     }
 
     /// The same panel seen as another element type (for dispatching on `Element::KIND`).
+    #[cfg(target_arch = "x86_64")]
     fn cast<U>(self) -> Panel<U> {
         Panel { ptr: self.ptr.cast(), lane_stride: self.lane_stride, k_stride: self.k_stride, lanes: self.lanes }
     }
