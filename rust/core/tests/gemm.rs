@@ -321,12 +321,16 @@ fn relu_grad_mask_keeps_only_positive_entries() {
     }
 }
 
-/// Small products with a row-major B run the kernel on the operands in place, others pack
-/// them: the same operations in the same order, so the same bits.
+/// Small products and skinny ones (C one or two tiles wide or tall, several k blocks) with a
+/// row-major B run the kernel on the operands in place, others pack them: the same
+/// operations in the same order, so the same bits, sums included, on any number of threads.
 #[test]
 fn unpacked_and_packed_paths_give_the_same_bits() {
     for isa in Isa::supported() {
-        for &(m, n, k) in &[(13, 33, 20), (64, 64, 64), (50, 20, 40), (7, 100, 9)] {
+        let kern = <f64 as HasKernels>::microkernel(isa);
+        let kc = Blocking::new(kern.mr(), kern.nr(), 8, CacheSizes::get()).kc;
+        let skinny = [(300, 2 * kern.nr() - 3, kc * 5 / 4 + 3), (2 * kern.mr() - 1, 150, 2 * kc + 5), (257, 10, 96)];
+        for &(m, n, k) in [(13, 33, 20), (64, 64, 64), (50, 20, 40), (7, 100, 9)].iter().chain(&skinny) {
             let mut rng = Lcg(11);
             let a = Stored::<f64>::new(m, k, Layout::RowMajor, &mut rng);
             let b_rows = Stored::<f64>::new(k, n, Layout::RowMajor, &mut rng);
@@ -337,18 +341,31 @@ fn unpacked_and_packed_paths_give_the_same_bits() {
                     b_cols[j * k + p] = b_rows.get(p, j);
                 }
             }
-            let product = |b: MatRef<'_, f64>| {
+            let product = |b: MatRef<'_, f64>, threads_n: usize| {
+                threads::set_num_threads(threads_n).unwrap();
                 let mut c = vec![f64::NAN; m * n];
-                Gemm::new(a.view(), b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().isa(isa).run();
-                c
+                let (mut row_sums, mut col_sums) = (vec![f64::NAN; m], vec![f64::NAN; n]);
+                Gemm::new(a.view(), b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
+                    .unwrap()
+                    .a_row_sums(&mut row_sums)
+                    .unwrap()
+                    .b_col_sums(&mut col_sums)
+                    .unwrap()
+                    .isa(isa)
+                    .run();
+                [c, row_sums, col_sums].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
             };
-            let in_place = product(b_rows.view());
-            let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 1, k as isize));
-            for (at, (x, y)) in in_place.iter().zip(&packed).enumerate() {
-                assert!(x.to_bits() == y.to_bits(), "{} ({m}, {n}, {k}): C[{at}] {x} vs {y}", isa.name());
+            let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 1, k as isize), 1);
+            for threads_n in [1, 2, 3] {
+                let in_place = product(b_rows.view(), threads_n);
+                for (what, (x, y)) in ["C", "row sums", "column sums"].iter().zip(in_place.iter().zip(&packed)) {
+                    let at = x.iter().zip(y).position(|(x, y)| x != y);
+                    assert!(at.is_none(), "{} ({m}, {n}, {k}), {threads_n} threads: {what} differ at {at:?}", isa.name());
+                }
             }
         }
     }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }
 
 #[test]
@@ -364,7 +381,8 @@ fn broadcast_operands_with_zero_strides() {
 #[test]
 fn alpha_beta_bias_relu_and_sums() {
     for isa in Isa::supported() {
-        for &(m, n, k) in &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64)] {
+        // (150, 9, 700) and (7, 150, 700) are skinny: with a row-major B, in place over k blocks.
+        for &(m, n, k) in &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64), (150, 9, 700), (7, 150, 700)] {
             for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
                 // Without sums, small products with row-major B take the unpacked path.
                 for sums in [true, false] {

@@ -399,6 +399,14 @@ const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
 /// run the kernel on the operands in place when the ISA has a strided kernel: packing 32³
 /// cost more than its arithmetic (measured on Zen 3, AVX2).
 const UNPACKED_MAX_WORK: usize = 96 * 96 * 96;
+/// C at most this many kernel tiles wide or tall is "skinny" (see `Problem::in_place_pays`).
+const SKINNY_TILES: usize = 2;
+/// The largest operand the kernel reads in place a line per row per k step, its rows far
+/// apart (A with rows along memory's columns, B with long rows): every step then touches
+/// another page, so the hardware prefetchers, which stop at page boundaries, do not help.
+/// Measured on Zen 3 (two threads, f32): 1 and 4 MiB ran 1.3–1.8× faster in place than
+/// packed, 8 and 16 MiB 1.5–3× slower (past the L2 TLB's 2048 × 4 KiB pages).
+const FAR_ROWS_MAX_BYTES: usize = 4 << 20;
 /// Problems below this many multiply-adds stay on one thread (thread wake-up and join cost
 /// tens of microseconds; measured on the 2-core development machine).
 const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
@@ -514,16 +522,40 @@ impl<T: HasKernels> Problem<T> {
         }
         let kern = T::microkernel_for(isa, n);
         let blocking = Blocking::new(kern.mr, kern.nr, core::mem::size_of::<T>(), CacheSizes::get());
-        // Small products whose B rows can be loaded as they lie run the kernel in place; the
-        // sums are only computed by packing.
-        let in_place = work <= UNPACKED_MAX_WORK && k <= blocking.kc && self.b.cs == 1;
-        if let Some(run) = kern.run_strided.filter(|_| in_place && self.a_row_sums.is_none() && self.b_col_sums.is_none()) {
-            return small::gemm_unpacked(self, &kern, run);
+        let (serial, shared);
+        let team = if self.parallel && work >= PARALLEL_MIN_WORK {
+            shared = threads::team();
+            &*shared
+        } else {
+            serial = Team::SERIAL;
+            &serial
+        };
+        match kern.run_strided {
+            Some(run) if self.in_place_pays(&kern, blocking.kc) => small::gemm_unpacked(self, &kern, run, blocking.kc, team),
+            _ => self.run_blocked(&kern, blocking, team),
         }
-        if self.parallel && work >= PARALLEL_MIN_WORK {
-            return self.run_blocked(&kern, blocking, &threads::team());
+    }
+
+    /// Whether the kernel should read the operands in place rather than packed: when B's
+    /// lanes are contiguous and packing would not repay its copy. A small product (within one
+    /// KC block) costs less than packing it (32³ measured on Zen 3); a skinny one, C at most
+    /// [`SKINNY_TILES`] tiles wide or tall, would pack its big operand for that many tiles'
+    /// use only (H1 W2 in an MLP step, 256×1024 by 1024×10: 42 → 75 GFLOP/s in place, two
+    /// threads), as long as the kernel's reads stream (see [`FAR_ROWS_MAX_BYTES`]).
+    fn in_place_pays(&self, kern: &MicroKernel<T>, kc: usize) -> bool {
+        let (m, n, k) = (self.m, self.n, self.k);
+        if self.b.cs != 1 {
+            return false;
         }
-        self.run_blocked(&kern, blocking, &Team::SERIAL)
+        if m * n * k <= UNPACKED_MAX_WORK && k <= kc {
+            return true;
+        }
+        let skinny = n.div_ceil(kern.nr) <= SKINNY_TILES || m.div_ceil(kern.mr) <= SKINNY_TILES;
+        // Each k step reads one element of each of A's MR rows and NR lanes of one row of B.
+        let size = core::mem::size_of::<T>();
+        let a_streams = self.a.cs == 1 || m * k * size <= FAR_ROWS_MAX_BYTES;
+        let b_streams = self.b.rs.unsigned_abs() <= 2 * kern.nr || k * n * size <= FAR_ROWS_MAX_BYTES;
+        skinny && a_streams && b_streams
     }
 
     /// k = 0 (C = beta C + bias), or an empty C (only the requested sums to fill).

@@ -1,24 +1,34 @@
-//! Paths for small products, on one thread and without packing.
+//! Paths for products that packing would not repay.
 //!
-//! - [`gemm_direct`], for tiny ones: each row of C is accumulated in a stack buffer as
-//!   `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are contiguous.
-//! - [`gemm_unpacked`], for small ones: the register-blocked micro-kernel reading A and B
-//!   where they lie (`Strided`), so nothing is copied but a last, partial strip of B.
+//! - [`gemm_direct`], for tiny ones, on one thread: each row of C is accumulated in a stack
+//!   buffer as `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are
+//!   contiguous.
+//! - [`gemm_unpacked`], for small ones and for skinny ones (C one or two tiles wide or tall,
+//!   so each element of the big operand would be packed for one or two tiles' use): the
+//!   register-blocked micro-kernel reading A and B where they lie (`Strided`), so nothing is
+//!   copied but a last, partial strip of B.
 
+use super::blocking::even_block;
 use super::kernel::{MicroKernel, Strided, StridedKernelFn, MAX_MR};
-use super::{HasKernels, Isa, Problem};
+use super::{HasKernels, Isa, Problem, SendPtr};
 use crate::buffers::with_scratch;
+use crate::threads::Team;
 
-/// C = A B through the micro-kernel without packing: one tile after another, A's rows and
-/// B's rows (contiguous) read in place. Columns of a last partial NR strip are copied into a
-/// zero-padded strip first, so no vector load reads past B. One k block: `k <= KC`.
+/// C = A B through the micro-kernel without packing: A's rows and B's rows (contiguous) are
+/// read where they lie, tile after tile, each tile over all of k in the same KC blocks as the
+/// packed path (so the same operations in the same order: the same bits). Columns of a last
+/// partial NR strip are copied into a zero-padded strip first, so no vector load reads past
+/// B. Tiles are shared among `team`'s threads, consecutive tiles sharing B's strip; the
+/// requested sums are added up first, in k order as packing adds them.
 ///
 /// SAFETY: as for [`Problem::run`]; B's lanes are contiguous (`p.b.cs == 1`); `run` is the
-/// strided twin of `kern` and its ISA is supported by this CPU.
-pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: StridedKernelFn<T>) {
+/// strided twin of `kern` and its ISA is supported by this CPU; `kc` is a multiple of 8.
+pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: StridedKernelFn<T>, kc: usize, team: &Team) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (kern.mr, kern.nr);
     debug_assert!(p.b.cs == 1 && mr <= MAX_MR);
+    let kc = even_block(k, kc, 8);
+    add_up_sums(p);
     let tail = n % nr;
     with_scratch::<T, _>(if tail > 0 { k * nr } else { 0 }, |strip| {
         if tail > 0 {
@@ -29,19 +39,54 @@ pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
                 strip[q * nr + tail..(q + 1) * nr].fill(T::ZERO);
             }
         }
-        for j0 in (0..n).step_by(nr) {
-            let cols = nr.min(n - j0);
-            let (b, b_k) = if cols == nr { (p.b.at(0, j0), p.b.rs) } else { (strip.as_ptr(), nr as isize) };
-            for i0 in (0..m).step_by(mr) {
-                let rows = mr.min(m - i0);
-                let mut src = Strided { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
-                for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
-                    *row = p.a.at(i0 + i.min(rows - 1), 0);
+        let strip = SendPtr(strip.as_mut_ptr());
+        let panels = m.div_ceil(mr);
+        let tile = |t: usize| {
+            let (i0, j0) = (t % panels * mr, t / panels * nr);
+            let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
+            let (b, b_k) = if cols == nr { (p.b.at(0, j0), p.b.rs) } else { (strip.get().cast_const(), nr as isize) };
+            let mut src = Strided { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
+            for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
+                *row = p.a.at(i0 + i.min(rows - 1), 0);
+            }
+            for pc in (0..k).step_by(kc) {
+                let steps = kc.min(k - pc);
+                run(steps, &src, &p.store(i0, j0, rows, cols, pc == 0, pc + steps == k));
+                // (Wrapping: past the last block the pointers are never read.)
+                for row in src.rows.iter_mut().take(mr) {
+                    *row = row.wrapping_offset(steps as isize * src.a_k);
                 }
-                run(k, &src, &p.store(i0, j0, rows, cols, true, true));
+                src.b = src.b.wrapping_offset(steps as isize * b_k);
+            }
+        };
+        // SAFETY: each tile of C is written by one task; A, B and the strip are only read.
+        team.run_ranges(panels * n.div_ceil(nr), 1, |tiles| tiles.for_each(tile));
+    });
+}
+
+/// The row sums of A and the column sums of B, where asked for, added in k order (as packing
+/// adds them, so either path gives the same bits).
+unsafe fn add_up_sums<T: HasKernels>(p: &Problem<T>) {
+    let (m, n, k, a, b) = (p.m, p.n, p.k, p.a, p.b);
+    if let Some(sums) = p.a_row_sums {
+        for i in 0..m {
+            let mut s = T::ZERO;
+            for q in 0..k {
+                s = s + *a.at(i, q);
+            }
+            *sums.add(i) = s;
+        }
+    }
+    if let Some(sums) = p.b_col_sums {
+        for j in 0..n {
+            *sums.add(j) = T::ZERO;
+        }
+        for q in 0..k {
+            for j in 0..n {
+                *sums.add(j) = *sums.add(j) + *b.at(q, j);
             }
         }
-    });
+    }
 }
 
 /// Columns of C accumulated at a time (a few KiB of stack).
@@ -114,23 +159,5 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
             }
         }
     }
-    if let Some(sums) = p.a_row_sums {
-        for i in 0..m {
-            let mut s = T::ZERO;
-            for q in 0..k {
-                s = s + *a.at(i, q);
-            }
-            *sums.add(i) = s;
-        }
-    }
-    if let Some(sums) = p.b_col_sums {
-        for j in 0..n {
-            *sums.add(j) = T::ZERO;
-        }
-        for q in 0..k {
-            for j in 0..n {
-                *sums.add(j) = *sums.add(j) + *b.at(q, j);
-            }
-        }
-    }
+    add_up_sums(p);
 }
