@@ -32,3 +32,35 @@ def test_samples_alternate_and_each_follows_a_pause():
             prev_end = max(e[2] for e in timed if e[2] <= ev[1])
             assert ev[1] - prev_end >= settle
     assert [r[0] for r in runs] == ["a", "b"] * 3
+
+
+def test_the_pause_outlasts_threads_left_spinning():
+    # Like OpenBLAS's idle workers (~110 ms of spinning after each call): "a" leaves a
+    # thread busy for SPIN_S after it returns; "b"'s sample must not start before it stops.
+    import threading
+
+    spin_s = 0.06
+    spin_ends: list[float] = []
+    starts: list[tuple[str, float]] = []
+
+    def spin():
+        end = time.perf_counter() + spin_s
+        while time.perf_counter() < end:
+            pass
+        spin_ends.append(time.perf_counter())
+
+    def a():
+        starts.append(("a", time.perf_counter()))
+        threading.Thread(target=spin).start()
+
+    def b():
+        starts.append(("b", time.perf_counter()))
+
+    _bench.time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005)
+    timed_b = [t for name, t in starts[-6:] if name == "b"]
+    assert len(timed_b) == 3
+    for t in timed_b:
+        before = [e for e in spin_ends if e <= t]
+        # Every spinner started before this sample had stopped before it.
+        spinners_started = sum(1 for name, s in starts if name == "a" and s < t)
+        assert len(before) == spinners_started, "a sample started while a thread still spun"

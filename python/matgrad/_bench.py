@@ -357,19 +357,40 @@ def _calibrate(fn: Callable[[], Any], min_sample: float) -> tuple[int, float]:
     return loops, per_call
 
 
-# Pause after each implementation's sample, before the next one's: torch's OpenMP (and MKL's)
-# idle threads spin ~9 ms after a call (measured with time.process_time across a sleep), and
-# would take a core from whatever is timed next (matgrad right after torch.matmul ran at
-# 0.75x its speed). Unlike OMP_WAIT_POLICY=PASSIVE, which made torch's n=64 matmul 5x
-# slower, a pause leaves each library's behaviour within its own sample as it is.
+# Pause after each implementation's sample, before the next one's: libraries leave their idle
+# threads spinning after a call and would take a core from whatever is timed next. torch's
+# OpenMP/MKL threads spin ~9 ms; NumPy's OpenBLAS (pthreads build) ~110 ms (both measured with
+# time.process_time across a sleep; matgrad right after np.matmul ran at ~0.5x its speed).
+# So the pause lasts at least SETTLE_S and then until the process has been quiet (under
+# QUIET_CPU of CPU time) for a QUIET_WINDOW_S window, at most SETTLE_MAX_S. Unlike
+# OMP_WAIT_POLICY=PASSIVE or OPENBLAS_THREAD_TIMEOUT, which change how a library behaves
+# within its own sample (PASSIVE made torch's n=64 matmul 5x slower), a pause leaves each
+# library as it is.
 SETTLE_S = 0.02
+QUIET_WINDOW_S = 0.005
+QUIET_CPU = 0.1
+SETTLE_MAX_S = 0.5
+
+
+def wait_until_quiet(min_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S) -> float:
+    """Sleep ``min_s``, then until no thread of this process spins (or ``max_s`` in all);
+    returns the seconds slept."""
+    start = time.perf_counter()
+    time.sleep(min_s)
+    while time.perf_counter() - start < max_s:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(QUIET_WINDOW_S)
+        if time.process_time() - cpu0 <= QUIET_CPU * (time.perf_counter() - wall0):
+            break
+    return time.perf_counter() - start
 
 
 def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
                      min_sample: float, slow_call: float = 0.5,
                      settle: float = SETTLE_S) -> dict[str, dict]:
-    """Median seconds per call of each implementation, interleaved per repeat, with a
-    ``settle`` pause before each sample so no library's spinning threads overlap it."""
+    """Median seconds per call of each implementation, interleaved per repeat, with a pause
+    of at least ``settle`` seconds before each sample that lasts until no library's threads
+    spin (see :func:`wait_until_quiet`), so none overlap it."""
     loops: dict[str, int] = {}
     per_call: dict[str, float] = {}
     for name, fn in impls.items():
@@ -383,7 +404,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
         for _ in range(repeats):
             for name, fn in impls.items():
                 n = loops[name]
-                time.sleep(settle)
+                wait_until_quiet(settle)
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
