@@ -88,6 +88,20 @@ pub(crate) unsafe fn pack_b<T: Element>(
 
 /// K steps packed per sweep across the panels when lanes are contiguous (see [`pack_panels`]).
 const SLAB: usize = 8;
+/// A cache line.
+const LINE_BYTES: usize = 64;
+
+/// A hint to bring the line holding `p` into the cache (never faults; any address will do).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is in SSE, which every x86-64 CPU has; it never faults.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Packs panels `panels` of `block` (all its lanes, `width` to a panel) into `dst`, panel `q`
 /// at `dst[q*width*kc ..]`, summing lane `l` into `sums[l]`, p ascending, when given.
@@ -106,8 +120,20 @@ unsafe fn pack_panels<T: Element>(
     panels: core::ops::Range<usize>,
 ) {
     let slab = if block.lane_stride == 1 { SLAB } else { kc.max(1) };
+    let lanes = panels.start * width..(panels.end * width).min(block.lanes);
     for p0 in (0..kc).step_by(slab) {
         let steps = slab.min(kc - p0);
+        if block.lane_stride == 1 {
+            // Ask for the next slab's rows now. Each row's piece is short (NC lanes, often in
+            // a page of its own), too short for the hardware prefetchers, which stop at page
+            // boundaries: without this every row began with a wait on L3 or memory.
+            for p in (p0 + slab..kc).take(slab) {
+                let row = block.at(0, p);
+                for l in lanes.clone().step_by(LINE_BYTES / core::mem::size_of::<T>()) {
+                    prefetch(row.wrapping_add(l));
+                }
+            }
+        }
         for q in panels.clone() {
             let l0 = q * width;
             let src = Panel { ptr: block.at(l0, p0), lanes: width.min(block.lanes - l0), ..block };
