@@ -6,7 +6,6 @@ The logic lives in :mod:`matgrad._bench`; this module only parses arguments.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 SUBCOMMANDS = ("bench", "check", "demo")
@@ -134,12 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _bench.run_check(use_torch=args.use_torch, threads=args.threads)
-    if os.environ.get("OPENBLAS_THREAD_TIMEOUT") is None and __name__ == "__main__":
-        # OpenBLAS's idle threads spin for about 2^28 cycles (~0.1 s) after every call and so
-        # take the cores from whatever is timed next in an interleaved run; with this set
-        # (read only when NumPy loads, hence the restart) they sleep at once, as matgrad's do.
-        env = dict(os.environ, OPENBLAS_THREAD_TIMEOUT="1")
-        os.execve(sys.executable, [sys.executable, "-m", "matgrad", *argv], env)
     return _bench.run_bench(
         quick=args.quick, json_path=args.json_path, plot_path=args.plot_path,
         threads=args.threads, device=args.device, use_torch=args.use_torch,
