@@ -1,5 +1,6 @@
 """The bench's interleaved timer: implementations alternate, and each sample starts only after
-a settle pause, so threads another library leaves spinning do not overlap it."""
+a settle pause, so threads another library leaves spinning do not overlap it, and after one
+untimed call, so no sample carries the first call's cost after the pause."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def test_samples_alternate_and_each_follows_a_pause():
     out = _bench.time_interleaved({"a": impl("a"), "b": impl("b")}, repeats=3,
                                   min_sample=0.001, settle=settle)
     assert set(out) == {"a", "b"} and all(r["repeats"] == 3 for r in out.values())
-    # The timed part: after the calibration calls, runs of one implementation alternate.
-    timed = events[-sum(r["loops"] for r in out.values()) * 3:]
+    # The timed part: after the calibration calls, runs of one implementation alternate,
+    # each an untimed call and then the timed ones.
+    timed = events[-sum(r["loops"] + 1 for r in out.values()) * 3:]
     runs = [timed[0]]
     for ev in timed[1:]:
         if ev[0] != runs[-1][0]:
@@ -57,10 +59,24 @@ def test_the_pause_outlasts_threads_left_spinning():
         starts.append(("b", time.perf_counter()))
 
     _bench.time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005)
-    timed_b = [t for name, t in starts[-6:] if name == "b"]
-    assert len(timed_b) == 3
+    timed_b = [t for name, t in starts[-12:] if name == "b"]  # (an untimed call + 1) x 3
+    assert len(timed_b) == 6
     for t in timed_b:
         before = [e for e in spin_ends if e <= t]
         # Every spinner started before this sample had stopped before it.
         spinners_started = sum(1 for name, s in starts if name == "a" and s < t)
         assert len(before) == spinners_started, "a sample started while a thread still spun"
+
+
+def test_each_sample_follows_an_untimed_call():
+    # A call that is slow only when it follows the pause (as a real first call after an idle
+    # spell is) must not show in the timed samples.
+    last = {"t": 0.0}
+
+    def impl():
+        if time.perf_counter() - last["t"] > 0.004:  # the first call after a pause
+            time.sleep(0.02)
+        last["t"] = time.perf_counter()
+
+    out = _bench.time_interleaved({"a": impl, "b": impl}, repeats=3, min_sample=0.0, settle=0.01)
+    assert all(r["max_s"] < 0.01 for r in out.values()), out

@@ -390,7 +390,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
                      settle: float = SETTLE_S) -> dict[str, dict]:
     """Median seconds per call of each implementation, interleaved per repeat, with a pause
     of at least ``settle`` seconds before each sample that lasts until no library's threads
-    spin (see :func:`wait_until_quiet`), so none overlap it."""
+    spin (see :func:`wait_until_quiet`), so none overlap it, and one untimed call after it."""
     loops: dict[str, int] = {}
     per_call: dict[str, float] = {}
     for name, fn in impls.items():
@@ -405,6 +405,10 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
             for name, fn in impls.items():
                 n = loops[name]
                 wait_until_quiet(settle)
+                # One untimed call first: after the pause the first call ran ~1.5 ms slower
+                # (a 512² matmul: 3.6 vs 2.1 ms; the vCPU and its caches waking up), which
+                # would weigh on whichever library follows the longest pause.
+                fn()
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
