@@ -80,3 +80,20 @@ def test_each_sample_follows_an_untimed_call():
 
     out = _bench.time_interleaved({"a": impl, "b": impl}, repeats=3, min_sample=0.0, settle=0.01)
     assert all(r["max_s"] < 0.01 for r in out.values()), out
+
+
+def test_calibration_waits_for_threads_left_spinning():
+    # A thread left spinning by whatever ran before (here it holds the GIL, so a 1 ms call
+    # takes up to 5 ms more while it spins) must not make the calibration count too few calls.
+    import threading
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    threading.Thread(target=spin, args=(0.1,)).start()
+    out = _bench.time_interleaved({"b": lambda: time.sleep(0.001)}, repeats=1,
+                                  min_sample=0.02, settle=0.005)
+    # ~18 calls at ~1.1 ms a call (8 even at 2.5 ms); ~4 if calibrated while it spun.
+    assert out["b"]["loops"] >= 8, out

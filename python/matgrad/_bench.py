@@ -340,8 +340,14 @@ class _Progress:
 # --------------------------------------------------------------------------
 
 
-def _calibrate(fn: Callable[[], Any], min_sample: float) -> tuple[int, float]:
-    """Warm ``fn`` up and find how many calls make one sample >= min_sample."""
+def _calibrate(fn: Callable[[], Any], min_sample: float, settle: float) -> tuple[int, float]:
+    """Warm ``fn`` up and find how many calls make one sample >= min_sample.
+
+    It starts after the same pause as the samples (without it, the threads the previous
+    case's last library left spinning slowed the first implementation's calibration ~3x,
+    which then timed samples of a third of min_sample, more exposed to the host's noise), and
+    takes the least of three timings, as a slow moment would mean too few calls."""
+    wait_until_quiet(settle)
     fn()  # warm-up: first-call costs (allocation, thread pool start, caches)
     n = 1
     while True:
@@ -352,6 +358,11 @@ def _calibrate(fn: Callable[[], Any], min_sample: float) -> tuple[int, float]:
         if dt >= min_sample * 0.2 or n >= 1 << 20:
             break
         n *= 4 if dt < min_sample * 0.02 else 2
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        dt = min(dt, time.perf_counter() - t0)
     per_call = dt / n
     loops = max(1, math.ceil(min_sample / max(per_call, 1e-9)))
     return loops, per_call
@@ -394,7 +405,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
     loops: dict[str, int] = {}
     per_call: dict[str, float] = {}
     for name, fn in impls.items():
-        loops[name], per_call[name] = _calibrate(fn, min_sample)
+        loops[name], per_call[name] = _calibrate(fn, min_sample, settle)
     if max(per_call.values()) > slow_call:  # a few seconds per sample is enough
         repeats = min(repeats, 3)
     samples: dict[str, list[float]] = {name: [] for name in impls}
