@@ -133,7 +133,7 @@ pub struct MicroKernel<T> {
     pub(crate) mr: usize,
     pub(crate) nr: usize,
     pub(crate) run: KernelFn<T>,
-    /// The same kernel on unpacked operands, where the ISA has one (small products).
+    /// The same kernel on unpacked operands, where the ISA has one (small and skinny products).
     pub(crate) run_strided: Option<StridedKernelFn<T>>,
 }
 
