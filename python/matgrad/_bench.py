@@ -340,6 +340,14 @@ class _Progress:
 # --------------------------------------------------------------------------
 
 
+def _time_calls(fn: Callable[[], Any], n: int) -> float:
+    """Seconds taken by ``n`` calls of ``fn`` in a row."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return time.perf_counter() - t0
+
+
 def _calibrate(fn: Callable[[], Any], min_sample: float, settle: float) -> tuple[int, float]:
     """Warm ``fn`` up and find how many calls make one sample >= min_sample.
 
@@ -351,18 +359,11 @@ def _calibrate(fn: Callable[[], Any], min_sample: float, settle: float) -> tuple
     fn()  # warm-up: first-call costs (allocation, thread pool start, caches)
     n = 1
     while True:
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = time.perf_counter() - t0
+        dt = _time_calls(fn, n)
         if dt >= min_sample * 0.2 or n >= 1 << 20:
             break
         n *= 4 if dt < min_sample * 0.02 else 2
-    for _ in range(2):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        dt = min(dt, time.perf_counter() - t0)
+    dt = min(dt, _time_calls(fn, n), _time_calls(fn, n))
     per_call = dt / n
     loops = max(1, math.ceil(min_sample / max(per_call, 1e-9)))
     return loops, per_call
@@ -420,10 +421,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
                 # (a 512² matmul: 3.6 vs 2.1 ms; the vCPU and its caches waking up), which
                 # would weigh on whichever library follows the longest pause.
                 fn()
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                samples[name].append((time.perf_counter() - t0) / n)
+                samples[name].append(_time_calls(fn, n) / n)
     finally:
         if gc_was:
             gc.enable()

@@ -199,6 +199,24 @@ fn check<T: HasKernels>(case: &Case, la: Layout, lb: Layout, lc: Layout, isa: Is
     }
 }
 
+/// C = A B with both sums, on `isa`, into a row-major C filled with NaN first: the bits of
+/// C, of A's row sums and of B's column sums.
+fn product_with_sums<T: HasKernels>(a: MatRef<'_, T>, b: MatRef<'_, T>, isa: Isa) -> [Vec<u64>; 3] {
+    let (m, n) = (a.rows(), b.cols());
+    let nan = T::from_f64(f64::NAN);
+    let mut c = vec![nan; m * n];
+    let (mut row_sums, mut col_sums) = (vec![nan; m], vec![nan; n]);
+    Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
+        .unwrap()
+        .a_row_sums(&mut row_sums)
+        .unwrap()
+        .b_col_sums(&mut col_sums)
+        .unwrap()
+        .isa(isa)
+        .run();
+    [c, row_sums, col_sums].map(|v| v.iter().map(|x| x.to_f64().to_bits()).collect())
+}
+
 const LAYOUTS: [Layout; 4] = [Layout::RowMajor, Layout::ColMajor, Layout::Padded, Layout::Reversed];
 
 fn shapes_around_tiles() -> Vec<(usize, usize, usize)> {
@@ -343,17 +361,7 @@ fn unpacked_and_packed_paths_give_the_same_bits() {
             }
             let product = |b: MatRef<'_, f64>, threads_n: usize| {
                 threads::set_num_threads(threads_n).unwrap();
-                let mut c = vec![f64::NAN; m * n];
-                let (mut row_sums, mut col_sums) = (vec![f64::NAN; m], vec![f64::NAN; n]);
-                Gemm::new(a.view(), b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
-                    .unwrap()
-                    .a_row_sums(&mut row_sums)
-                    .unwrap()
-                    .b_col_sums(&mut col_sums)
-                    .unwrap()
-                    .isa(isa)
-                    .run();
-                [c, row_sums, col_sums].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                product_with_sums(a.view(), b, isa)
             };
             let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 1, k as isize), 1);
             for threads_n in [1, 2, 3] {
@@ -403,19 +411,8 @@ fn alpha_beta_bias_relu_and_sums() {
 #[test]
 fn fused_sums_are_bitwise_identical_on_every_kernel() {
     fn sums<T: HasKernels>(a: &Stored<T>, b: &Stored<T>, isa: Isa) -> (Vec<u64>, Vec<u64>) {
-        let (m, n) = (a.rows, b.cols);
-        let mut c = vec![T::ZERO; m * n];
-        let (mut row_sums, mut col_sums) = (vec![T::ZERO; m], vec![T::ZERO; n]);
-        Gemm::new(a.view(), b.view(), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
-            .unwrap()
-            .a_row_sums(&mut row_sums)
-            .unwrap()
-            .b_col_sums(&mut col_sums)
-            .unwrap()
-            .isa(isa)
-            .run();
-        let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
-        (bits(&row_sums), bits(&col_sums))
+        let [_, row_sums, col_sums] = product_with_sums(a.view(), b.view(), isa);
+        (row_sums, col_sums)
     }
     let mut rng = Lcg(17);
     for &(m, n, k) in &[(13, 50, 13), (9, 7, 300), (70, 100, 1030)] {

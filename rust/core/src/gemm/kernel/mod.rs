@@ -192,9 +192,10 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     store_tile::<S, MR, NV>(acc, st);
 }
 
-/// [`microkernel`] on operands read in place ([`Strided`]): for products so small that
-/// packing them would cost more than the arithmetic. The same operations in the same order,
-/// so a product gives the same bits either way.
+/// [`microkernel`] on operands read in place ([`Strided`]): for products whose packing would
+/// cost more than it saves (small ones, and skinny ones whose big operand would be packed
+/// for one or two tiles). The same operations in the same order, so a product gives the same
+/// bits either way.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn microkernel_strided<S: Simd, const MR: usize, const NV: usize>(kc: usize, src: &Strided<S::T>, st: &TileStore<S::T>) {
