@@ -9,8 +9,10 @@ repository root, and fails (exit 1) when
 * asv itself fails (it exits non-zero when a benchmark raises or the suite
   does not import),
 * a benchmark was skipped for an unexpected reason: only the n=4096 cases
-  (skipped here unless ``--full``) and torch benchmarks when torch is not
-  installed may skip; a matgrad function reported missing is a failure,
+  (skipped here unless ``--full``), torch benchmarks when torch is not
+  installed and GPU benchmarks when this machine has no GPU adapter (no
+  Vulkan driver: CI installs lavapipe, so there they must run) may skip; a
+  matgrad function reported missing is a failure,
 * with a git HEAD (results are then saved under it with
   ``--set-commit-hash``): the saved results hold a failed (None) value.
 
@@ -34,6 +36,14 @@ ALLOWED_SKIPS = (
     re.compile(r"MATGRAD_ASV_SKIP_LARGE"),
     re.compile(r"torch is not available"),
 )
+# bench_gpu.py's skip reason; allowed only where this machine has no GPU adapter.
+NO_GPU_SKIP = re.compile(r"no GPU adapter")
+
+
+def _gpu_available() -> bool:
+    from matgrad import gpu  # noqa: PLC0415
+
+    return gpu.is_available()
 
 
 def _run(cmd: list[str], env: dict | None = None, capture: bool = False):
@@ -105,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     if rc:
         problems.append(f"asv run exited with status {rc}")
+    allowed = ALLOWED_SKIPS + (() if _gpu_available() else (NO_GPU_SKIP,))
     for reason in re.findall(r"asv: skipped: (.*)", out):
-        if not any(pat.search(reason) for pat in ALLOWED_SKIPS):
+        if not any(pat.search(reason) for pat in allowed):
             problems.append(f"unexpected skip: {reason.strip()}")
     if re.search(r"^\[.*\s+failed\s*$", out, re.M):
         problems.append("asv reported a failed benchmark")
