@@ -43,6 +43,24 @@ def linear_backward(
     ``grad_x_relu_mask`` (x's shape: the output of the ReLU that x is) grad_x is kept only
     where it is positive, 0 elsewhere, as it is stored."""
 
+def mlp2_loss_and_grads(
+    x: npt.NDArray[np.floating],
+    w1: npt.NDArray[np.floating],
+    b1: npt.NDArray[np.floating],
+    w2: npt.NDArray[np.floating],
+    b2: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.intp],
+    grad_w1: npt.NDArray[np.floating],
+    grad_b1: npt.NDArray[np.floating],
+    grad_w2: npt.NDArray[np.floating],
+    grad_b2: npt.NDArray[np.floating],
+    accumulate_weights: bool,
+    /,
+) -> float:
+    """One training step of the two-layer ReLU network with softmax cross-entropy: writes
+    the gradients into ``grad_*`` (the weight gradients added to with
+    ``accumulate_weights``) and returns the mean cross-entropy (no weight-decay term)."""
+
 def set_num_threads(n: int, /) -> None:
     """Sets the size of matgrad's thread pool (>= 1)."""
 

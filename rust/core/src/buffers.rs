@@ -1,9 +1,10 @@
 //! Reusable, 64-byte-aligned scratch memory for packed panels.
 //!
 //! Each thread keeps a few buffers between calls (a GEMM holds two at once: the A block and
-//! a B block), so it allocates only the first time a thread needs a larger one. A buffer is
-//! taken out of the thread-local pool while in use and put back afterwards, so a nested call
-//! on the same thread simply allocates afresh.
+//! a B block; a training step of `mlp` holds its activations around them), so it allocates
+//! only the first time a thread needs a larger one. A buffer is taken out of the thread-local
+//! pool while in use and put back afterwards, so a nested call on the same thread simply
+//! allocates afresh.
 
 use std::cell::RefCell;
 
@@ -12,7 +13,7 @@ use std::cell::RefCell;
 struct Line([u8; 64]);
 
 /// Buffers kept per thread.
-const POOL_SIZE: usize = 2;
+const POOL_SIZE: usize = 3;
 
 thread_local! {
     static SPARE: RefCell<Vec<Vec<Line>>> = const { RefCell::new(Vec::new()) };

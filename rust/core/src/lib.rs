@@ -3,6 +3,7 @@
 //! - [`gemm`]: a blocked, multi-threaded SIMD GEMM on strided matrices, with fused epilogues
 //!   (bias, relu) and fused reductions (row/column sums while packing).
 //! - [`linear`]: the linear layer's forward and backward on top of it.
+//! - [`mlp`]: a two-layer ReLU network's loss and gradients, one training step in one call.
 //! - [`threads`]: the library's own thread pool.
 //! - [`gpu`] (feature `gpu`): the same products in f32 on a wgpu device.
 
@@ -12,6 +13,7 @@ pub mod gemm;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod linear;
+pub mod mlp;
 pub mod threads;
 
 pub use element::{Element, ElementKind};

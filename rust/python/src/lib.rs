@@ -7,6 +7,7 @@
 
 use matgrad_core::gemm::{self, Batch, HasKernels, Isa};
 use matgrad_core::linear::{self, LinearGrads, WeightLayout};
+use matgrad_core::mlp::{Mlp2, Mlp2Grads};
 use matgrad_core::threads;
 use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -242,11 +243,72 @@ fn force_kernel(name: &str) -> PyResult<()> {
     isa.force().map_err(PyValueError::new_err)
 }
 
+/// One training step of the two-layer ReLU network (`matgrad_core::mlp`): writes the
+/// gradients into `grad_*` (contiguous biases; the weight gradients added to with
+/// `accumulate_weights`) and returns the mean cross-entropy. Labels are an intp array.
+#[pyfunction]
+#[pyo3(signature = (x, w1, b1, w2, b2, labels, grad_w1, grad_b1, grad_w2, grad_b2, accumulate_weights))]
+#[allow(clippy::too_many_arguments)]
+fn mlp2_loss_and_grads(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    w1: &Bound<'_, PyAny>,
+    b1: &Bound<'_, PyAny>,
+    w2: &Bound<'_, PyAny>,
+    b2: &Bound<'_, PyAny>,
+    labels: numpy::PyReadonlyArray1<'_, isize>,
+    grad_w1: &Bound<'_, PyAny>,
+    grad_b1: &Bound<'_, PyAny>,
+    grad_w2: &Bound<'_, PyAny>,
+    grad_b2: &Bound<'_, PyAny>,
+    accumulate_weights: bool,
+) -> PyResult<f64> {
+    let labels = labels
+        .as_array()
+        .iter()
+        .map(|&y| usize::try_from(y).map_err(|_| PyValueError::new_err(format!("mlp2: label {y} is negative"))))
+        .collect::<PyResult<Vec<usize>>>()?;
+    with_float_dtype!(x, "mlp2_loss_and_grads", |T| {
+        let inputs = [(x, "x", 2), (w1, "W1", 2), (b1, "b1", 1), (w2, "W2", 2), (b2, "b2", 1)];
+        let [x, w1, b1, w2, b2] =
+            inputs.map(|(obj, name, nd)| Strided::<T>::borrow(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
+        let (x, w1, b1, w2, b2) = (x?, w1?, b1?, w2?, b2?);
+        let outputs = [(grad_w1, "grad_W1", 2), (grad_b1, "grad_b1", 1), (grad_w2, "grad_W2", 2), (grad_b2, "grad_b2", 1)];
+        let [gw1, gb1, gw2, gb2] =
+            outputs.map(|(obj, name, nd)| Strided::<T>::borrow_mut(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
+        let (gw1, gb1, gw2, gb2) = (gw1?, gb1?, gw2?, gb2?);
+        for (v, name) in [(&gb1, "grad_b1"), (&gb2, "grad_b2")] {
+            if v.strides[0] != 1 && v.shape[0] > 1 {
+                return Err(PyValueError::new_err(format!("{name} must be contiguous")));
+            }
+        }
+        let work = Unchecked((x, w1, b1, w2, b2, gw1, gb1, gw2, gb2));
+        py.detach(move || {
+            let (x, w1, b1, w2, b2, gw1, gb1, gw2, gb2) = work.into_inner();
+            // SAFETY: live arrays, dtypes and ranks checked above, the gradients writable and
+            // their biases contiguous; the core checks that the shapes fit together.
+            unsafe {
+                let net = Mlp2 { w1: w1.matrix(), b1: b1.vector(), w2: w2.matrix(), b2: b2.vector() };
+                let grads = Mlp2Grads {
+                    w1: gw1.matrix_mut(),
+                    b1: core::slice::from_raw_parts_mut(gb1.ptr(), gb1.shape[0]),
+                    w2: gw2.matrix_mut(),
+                    b2: core::slice::from_raw_parts_mut(gb2.ptr(), gb2.shape[0]),
+                    accumulate_weights,
+                };
+                net.loss_and_grads(x.matrix(), &labels, grads)
+            }
+        })
+        .map_err(|e| PyValueError::new_err(e.0))
+    })
+}
+
 #[pymodule]
 fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
     m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
