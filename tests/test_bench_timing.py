@@ -1,6 +1,7 @@
 """The bench's interleaved timer: implementations alternate, and each sample starts only after
-a settle pause, so threads another library leaves spinning do not overlap it, and after one
-untimed call, so no sample carries the first call's cost after the pause."""
+a settle pause, so threads another library leaves spinning do not overlap it, and after
+untimed calls, so no sample carries the first calls' cost after the pause or after another
+library."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def test_samples_alternate_and_each_follows_a_pause():
         return call
 
     settle = 0.01
+    # (warm=0: one untimed call per sample, so the calls can be counted)
     out = _bench.time_interleaved({"a": impl("a"), "b": impl("b")}, repeats=3,
-                                  min_sample=0.001, settle=settle)
+                                  min_sample=0.001, settle=settle, warm=0.0)
     assert set(out) == {"a", "b"} and all(r["repeats"] == 3 for r in out.values())
     # The timed part: after the calibration calls, runs of one implementation alternate,
     # each an untimed call and then the timed ones.
@@ -58,7 +60,7 @@ def test_the_pause_outlasts_threads_left_spinning():
     def b():
         starts.append(("b", time.perf_counter()))
 
-    _bench.time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005)
+    _bench.time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005, warm=0.0)
     timed_b = [t for name, t in starts[-12:] if name == "b"]  # (an untimed call + 1) x 3
     assert len(timed_b) == 6
     for t in timed_b:
@@ -97,3 +99,22 @@ def test_calibration_waits_for_threads_left_spinning():
                                   min_sample=0.02, settle=0.005)
     # ~18 calls at ~1.1 ms a call (8 even at 2.5 ms); ~4 if calibrated while it spun.
     assert out["b"]["loops"] >= 8, out
+
+
+def test_samples_follow_a_warm_up_after_another_library():
+    # Calls slow for a while after another implementation ran, as the next library's first
+    # calls after NumPy's GEMM were (~10 ms), must not show in the timed samples: one untimed
+    # call does not cover it (a 4 ms call inside a 12 ms window), the time-based warm-up does.
+    state = {"last": None, "since": 0.0}
+
+    def make(name):
+        def call():
+            now = time.perf_counter()
+            if state["last"] != name:
+                state["last"], state["since"] = name, now
+            time.sleep(0.004 if now - state["since"] < 0.012 else 0.0005)
+        return call
+
+    out = _bench.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3,
+                                  min_sample=0.003, settle=0.005)
+    assert all(r["max_s"] < 0.002 for r in out.values()), out

@@ -383,6 +383,17 @@ QUIET_WINDOW_S = 0.005
 QUIET_CPU = 0.1
 SETTLE_MAX_S = 0.5
 
+# Untimed calls after the pause, for at least this long (and at least one call), before each
+# sample. The first call after a pause was ~1.5 ms slow (a 512² f32 matmul: 3.6 vs 2.1 ms; the
+# vCPU and its caches waking up), and the first few calls after another library's GEMM were
+# slow for ~10 ms more, whichever library came next: after NumPy's (OpenBLAS, two threads)
+# 512² f32 matmul, matgrad's next calls took 3.7, 2.0, 2.0, 1.9 ms against 2.4, 1.7, 1.6, 1.6
+# after its own, torch's 7.9, 2.2, 1.9, 1.9 against 2.7, 1.8, 1.7, 1.7 (means of 6; for
+# matgrad, /proc showed the scheduler had put its worker on the caller's core). With a fixed
+# order the same library always paid for the same predecessor; a sample now measures each
+# library's steady state, the one a loop of calls runs in.
+WARM_S = 0.02
+
 
 def wait_until_quiet(min_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S) -> float:
     """Sleep ``min_s``, then until no thread of this process spins (or ``max_s`` in all);
@@ -397,12 +408,21 @@ def wait_until_quiet(min_s: float = SETTLE_S, max_s: float = SETTLE_MAX_S) -> fl
     return time.perf_counter() - start
 
 
+def _warm_up(fn: Callable[[], Any], seconds: float) -> None:
+    """Calls ``fn`` once, then again until ``seconds`` have passed (see :data:`WARM_S`)."""
+    end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < end:
+        fn()
+
+
 def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
                      min_sample: float, slow_call: float = 0.5,
-                     settle: float = SETTLE_S) -> dict[str, dict]:
+                     settle: float = SETTLE_S, warm: float = WARM_S) -> dict[str, dict]:
     """Median seconds per call of each implementation, interleaved per repeat, with a pause
     of at least ``settle`` seconds before each sample that lasts until no library's threads
-    spin (see :func:`wait_until_quiet`), so none overlap it, and one untimed call after it."""
+    spin (see :func:`wait_until_quiet`), so none overlap it, and untimed calls for ``warm``
+    seconds (at least one) after it."""
     loops: dict[str, int] = {}
     per_call: dict[str, float] = {}
     for name, fn in impls.items():
@@ -417,10 +437,7 @@ def time_interleaved(impls: dict[str, Callable[[], Any]], *, repeats: int,
             for name, fn in impls.items():
                 n = loops[name]
                 wait_until_quiet(settle)
-                # One untimed call first: after the pause the first call ran ~1.5 ms slower
-                # (a 512² matmul: 3.6 vs 2.1 ms; the vCPU and its caches waking up), which
-                # would weigh on whichever library follows the longest pause.
-                fn()
+                _warm_up(fn, warm)
                 samples[name].append(_time_calls(fn, n) / n)
     finally:
         if gc_was:
