@@ -181,12 +181,8 @@ fn linear_backward(
                 return Err(PyValueError::new_err(format!("grad_weight has shape {:?}, weight {:?}", v.shape, w.shape)));
             }
         }
-        if let Some(v) = &gb {
-            require_ndim(v, 1, "grad_bias")?;
-            if v.strides[0] != 1 && v.shape[0] > 1 {
-                return Err(PyValueError::new_err("grad_bias must be contiguous"));
-            }
-        }
+        // SAFETY: grad_bias is a live array that nothing else touches during this call.
+        let gb = gb.map(|v| unsafe { v.contiguous_vector_mut("grad_bias") }).transpose()?;
         let work = Unchecked((g, x, w, gx, gw, gb, mask));
         py.detach(move || {
             let (g, x, w, gx, gw, gb, mask) = work.into_inner();
@@ -197,7 +193,7 @@ fn linear_backward(
                     x: gx.map(|v| v.matrix_mut()),
                     x_relu_mask: mask.as_ref().map(|v| v.matrix()),
                     weight: gw.map(|v| v.matrix_mut()),
-                    bias: gb.map(|v| core::slice::from_raw_parts_mut(v.ptr(), v.shape[0])),
+                    bias: gb,
                     accumulate_weight,
                 };
                 linear::backward(g.matrix(), x.matrix(), w.matrix(), layout(out_in), grads)
@@ -276,12 +272,9 @@ fn mlp2_loss_and_grads(
         let outputs = [(grad_w1, "grad_W1", 2), (grad_b1, "grad_b1", 1), (grad_w2, "grad_W2", 2), (grad_b2, "grad_b2", 1)];
         let [gw1, gb1, gw2, gb2] =
             outputs.map(|(obj, name, nd)| Strided::<T>::borrow_mut(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
-        let (gw1, gb1, gw2, gb2) = (gw1?, gb1?, gw2?, gb2?);
-        for (v, name) in [(&gb1, "grad_b1"), (&gb2, "grad_b2")] {
-            if v.strides[0] != 1 && v.shape[0] > 1 {
-                return Err(PyValueError::new_err(format!("{name} must be contiguous")));
-            }
-        }
+        let (gw1, gw2) = (gw1?, gw2?);
+        // SAFETY: live arrays that nothing else touches during this call.
+        let (gb1, gb2) = unsafe { (gb1?.contiguous_vector_mut("grad_b1")?, gb2?.contiguous_vector_mut("grad_b2")?) };
         let work = Unchecked((x, w1, b1, w2, b2, gw1, gb1, gw2, gb2));
         py.detach(move || {
             let (x, w1, b1, w2, b2, gw1, gb1, gw2, gb2) = work.into_inner();
@@ -289,13 +282,7 @@ fn mlp2_loss_and_grads(
             // their biases contiguous; the core checks that the shapes fit together.
             unsafe {
                 let net = Mlp2 { w1: w1.matrix(), b1: b1.vector(), w2: w2.matrix(), b2: b2.vector() };
-                let grads = Mlp2Grads {
-                    w1: gw1.matrix_mut(),
-                    b1: core::slice::from_raw_parts_mut(gb1.ptr(), gb1.shape[0]),
-                    w2: gw2.matrix_mut(),
-                    b2: core::slice::from_raw_parts_mut(gb2.ptr(), gb2.shape[0]),
-                    accumulate_weights,
-                };
+                let grads = Mlp2Grads { w1: gw1.matrix_mut(), b1: gb1, w2: gw2.matrix_mut(), b2: gb2, accumulate_weights };
                 net.loss_and_grads(x.matrix(), &labels, grads)
             }
         })

@@ -109,7 +109,12 @@ impl<T: Float> Strided<T> {
         VecRef::from_raw_parts(self.ptr, self.shape[0], self.strides[0])
     }
 
-    pub fn ptr(&self) -> *mut T {
-        self.ptr
+    /// A 1-D output as a slice; ValueError unless its elements are contiguous.
+    /// SAFETY: the array is alive and not otherwise accessed for `'a`.
+    pub unsafe fn contiguous_vector_mut<'a>(&self, name: &str) -> PyResult<&'a mut [T]> {
+        if self.ndim() != 1 || (self.strides[0] != 1 && self.shape[0] > 1) {
+            return Err(PyValueError::new_err(format!("{name} must be a contiguous 1-D array, got shape {:?}", self.shape)));
+        }
+        Ok(core::slice::from_raw_parts_mut(self.ptr, self.shape[0]))
     }
 }
