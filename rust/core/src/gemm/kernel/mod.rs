@@ -237,6 +237,44 @@ unsafe fn k_step<S: Simd, const MR: usize, const NV: usize>(acc: &mut [[S::V; NV
     }
 }
 
+/// What [`store_tile`] applies to each vector of a row-major tile, read out of the
+/// [`TileStore`] once (stores through C could otherwise make the compiler re-read it).
+struct VectorEpilogue<S: Simd> {
+    /// `Some(splat(alpha))` unless alpha is 1.
+    alpha: Option<S::V>,
+    /// `Some(splat(beta))` unless beta is 0 (C is then not read).
+    beta: Option<S::V>,
+    bias: bool,
+    relu: bool,
+    mask: bool,
+}
+
+impl<S: Simd> VectorEpilogue<S> {
+    /// `x` (LANES accumulators of one tile row) finished and stored at `c`; `bias` and `mask`
+    /// point at the same columns (read only if given). A function, not a closure, so that it
+    /// inlines into the kernel's `#[target_feature]` body (see [`k_step`]).
+    #[inline(always)]
+    unsafe fn store(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T) {
+        let mut x = x;
+        if let Some(alpha) = self.alpha {
+            x = S::mul(alpha, x);
+        }
+        if let Some(beta) = self.beta {
+            x = S::fmadd(beta, S::load(c), x);
+        }
+        if self.bias {
+            x = S::add(x, S::load(bias));
+        }
+        if self.relu {
+            x = S::max(S::zero(), x);
+        }
+        if self.mask {
+            x = S::keep_where_positive(S::load(mask), x);
+        }
+        S::store(c, x);
+    }
+}
+
 /// Applies alpha, beta, bias and relu to the accumulators and writes the tile to C.
 ///
 /// Rows of C with unit column stride are stored a vector at a time (the tail of a partial
@@ -272,7 +310,29 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
         *c = x;
     };
     if cs == 1 && (!has_bias || bias_cs == 1) && (!has_mask || mask_cs == 1) {
-        let (valpha, vbeta) = (S::splat(alpha), S::splat(beta));
+        let ep = VectorEpilogue::<S> {
+            alpha: (alpha != one).then(|| S::splat(alpha)),
+            beta: (beta != zero).then(|| S::splat(beta)),
+            bias: has_bias,
+            relu,
+            mask: has_mask,
+        };
+        if rows == MR && cols == nr {
+            // A whole tile: loops over the constant tile shape unroll and keep the accumulators
+            // in registers (the loop over `rows` below spilled them to the stack).
+            for (i, acc_row) in acc.iter().enumerate() {
+                for (v, &x) in acc_row.iter().enumerate() {
+                    let (row, col) = (i as isize, (v * S::LANES) as isize);
+                    ep.store(
+                        x,
+                        c.offset(row * rs + col),
+                        bias.wrapping_offset(row * bias_rs + col),
+                        mask.wrapping_offset(row * mask_rs + col),
+                    );
+                }
+            }
+            return;
+        }
         for (i, acc_row) in acc.iter().enumerate().take(rows) {
             let c_row = c.offset(i as isize * rs);
             let bias_row = bias.wrapping_offset(i as isize * bias_rs);
@@ -280,23 +340,7 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
             for (v, &x) in acc_row.iter().enumerate() {
                 let j = v * S::LANES;
                 if j + S::LANES <= cols {
-                    let mut x = x;
-                    if alpha != one {
-                        x = S::mul(valpha, x);
-                    }
-                    if beta != zero {
-                        x = S::fmadd(vbeta, S::load(c_row.add(j)), x);
-                    }
-                    if has_bias {
-                        x = S::add(x, S::load(bias_row.add(j)));
-                    }
-                    if relu {
-                        x = S::max(S::zero(), x);
-                    }
-                    if has_mask {
-                        x = S::keep_where_positive(S::load(mask_row.add(j)), x);
-                    }
-                    S::store(c_row.add(j), x);
+                    ep.store(x, c_row.add(j), bias_row.wrapping_add(j), mask_row.wrapping_add(j));
                 } else if j < cols {
                     let mut lanes = [zero; 16];
                     S::store(lanes.as_mut_ptr(), x);
