@@ -92,6 +92,33 @@ fn reference(
     }
 }
 
+/// The step on row-major data: `x` (rows × d), `w1` (d × h), `b1` (h), `w2` (w2_rows × c),
+/// `b2` (c), and gradients of the shapes (d, h, c) ask for.
+#[allow(clippy::too_many_arguments)]
+fn run_step<T: HasKernels>(
+    [x, w1, b1, w2, b2]: [&[T]; 5],
+    [gw1, gb1, gw2, gb2]: [&mut [T]; 4],
+    (rows, d, h, c): (usize, usize, usize, usize),
+    w2_rows: usize,
+    labels: &[usize],
+    accumulate_weights: bool,
+) -> Result<f64, String> {
+    let net = Mlp2 {
+        w1: MatRef::from_slice(w1, 0, d, h, h as isize, 1),
+        b1: VecRef::from_slice(b1),
+        w2: MatRef::from_slice(w2, 0, w2_rows, c, c as isize, 1),
+        b2: VecRef::from_slice(b2),
+    };
+    let grads = Mlp2Grads {
+        w1: MatMut::from_slice(gw1, 0, d, h, h as isize, 1),
+        b1: gb1,
+        w2: MatMut::from_slice(gw2, 0, h, c, c as isize, 1),
+        b2: gb2,
+        accumulate_weights,
+    };
+    net.loss_and_grads(MatRef::from_slice(x, 0, rows, d, d as isize, 1), labels, grads).map_err(|e| e.0)
+}
+
 /// Runs the step in `T` on data drawn from `seed` and checks it against [`reference`]:
 /// every gradient within `(d + h + c)` roundings of its products' magnitudes (the chain's
 /// three GEMMs and the softmax each add to the error of the last product's operands).
@@ -106,20 +133,7 @@ fn check<T: HasKernels>(dims: (usize, usize, usize, usize), seed: u64) {
     let want = reference(&wide(&x), &wide(&w1), &wide(&b1), &wide(&w2), &wide(&b2), &labels, dims);
 
     let (mut gw1, mut gb1, mut gw2, mut gb2) = (vec![T::ZERO; d * h], vec![T::ZERO; h], vec![T::ZERO; h * c], vec![T::ZERO; c]);
-    let net = Mlp2 {
-        w1: MatRef::from_slice(&w1, 0, d, h, h as isize, 1),
-        b1: VecRef::from_slice(&b1),
-        w2: MatRef::from_slice(&w2, 0, h, c, c as isize, 1),
-        b2: VecRef::from_slice(&b2),
-    };
-    let grads = Mlp2Grads {
-        w1: MatMut::from_slice(&mut gw1, 0, d, h, h as isize, 1),
-        b1: &mut gb1,
-        w2: MatMut::from_slice(&mut gw2, 0, h, c, c as isize, 1),
-        b2: &mut gb2,
-        accumulate_weights: false,
-    };
-    let loss = net.loss_and_grads(MatRef::from_slice(&x, 0, n, d, d as isize, 1), &labels, grads).unwrap();
+    let loss = run_step([&x, &w1, &b1, &w2, &b2], [&mut gw1, &mut gb1, &mut gw2, &mut gb2], dims, h, &labels, false).unwrap();
 
     let eps = T::EPSILON.to_f64();
     let steps = (d + h + c) as f64;
@@ -152,22 +166,9 @@ fn accumulated_weight_gradients_add_to_what_is_there() {
     let mut rng = Lcg(3);
     let (x, w1, b1, w2, b2) = (rng.fill(n * d, 1.0), rng.fill(d * h, 0.5), rng.fill(h, 0.1), rng.fill(h * c, 0.5), rng.fill(c, 0.1));
     let labels: Vec<usize> = (0..n).map(|i| i % c).collect();
-    let net = Mlp2 {
-        w1: MatRef::from_slice(&w1, 0, d, h, h as isize, 1),
-        b1: VecRef::from_slice(&b1),
-        w2: MatRef::from_slice(&w2, 0, h, c, c as isize, 1),
-        b2: VecRef::from_slice(&b2),
-    };
     let run = |gw1: &mut Vec<f64>, gw2: &mut Vec<f64>, accumulate: bool| {
         let (mut gb1, mut gb2) = (vec![0.0; h], vec![0.0; c]);
-        let grads = Mlp2Grads {
-            w1: MatMut::from_slice(gw1, 0, d, h, h as isize, 1),
-            b1: &mut gb1,
-            w2: MatMut::from_slice(gw2, 0, h, c, c as isize, 1),
-            b2: &mut gb2,
-            accumulate_weights: accumulate,
-        };
-        net.loss_and_grads(MatRef::from_slice(&x, 0, n, d, d as isize, 1), &labels, grads).unwrap()
+        run_step([&x, &w1, &b1, &w2, &b2], [gw1, &mut gb1, gw2, &mut gb2], (n, d, h, c), h, &labels, accumulate).unwrap()
     };
     let (mut plain1, mut plain2) = (vec![f64::NAN; d * h], vec![f64::NAN; h * c]);
     run(&mut plain1, &mut plain2, false);
@@ -184,21 +185,8 @@ fn bad_labels_and_shapes_are_errors() {
     let (n, d, h, c) = (4, 3, 5, 2);
     let (x, w1, b1, w2, b2) = (vec![0.5f32; n * d], vec![0.1f32; d * h], vec![0.0f32; h], vec![0.1f32; h * c], vec![0.0f32; c]);
     let (mut gw1, mut gb1, mut gw2, mut gb2) = (vec![0f32; d * h], vec![0f32; h], vec![0f32; h * c], vec![0f32; c]);
-    let net = |w2_rows: usize| Mlp2 {
-        w1: MatRef::from_slice(&w1, 0, d, h, h as isize, 1),
-        b1: VecRef::from_slice(&b1),
-        w2: MatRef::from_slice(&w2, 0, w2_rows, c, c as isize, 1),
-        b2: VecRef::from_slice(&b2),
-    };
     let mut run = |w2_rows: usize, rows: usize, labels: &[usize]| {
-        let grads = Mlp2Grads {
-            w1: MatMut::from_slice(&mut gw1, 0, d, h, h as isize, 1),
-            b1: &mut gb1,
-            w2: MatMut::from_slice(&mut gw2, 0, h, c, c as isize, 1),
-            b2: &mut gb2,
-            accumulate_weights: false,
-        };
-        net(w2_rows).loss_and_grads(MatRef::from_slice(&x, 0, rows, d, d as isize, 1), labels, grads).map_err(|e| e.0)
+        run_step([&x, &w1, &b1, &w2, &b2], [&mut gw1, &mut gb1, &mut gw2, &mut gb2], (rows, d, h, c), w2_rows, labels, false)
     };
     assert!(run(h, n, &[0, 1, 0, 1]).is_ok());
     assert!(run(h, n, &[0, 1, 2, 1]).unwrap_err().contains("label 2"));
