@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from . import IMPLS, gflops, need, rand, torch_grad_fn, torch_module
+from . import IMPLS, gflops, impl_fn, rand
 
 
 class MatmulBackward:
@@ -16,14 +14,7 @@ class MatmulBackward:
 
     def setup(self, impl, dtype, n):
         a, b, g = rand((n, n), dtype, 0), rand((n, n), dtype, 1), rand((n, n), dtype, 2)
-        if impl == "matgrad":
-            mb = need("matmul_backward")
-            self.fn = lambda: mb(g, a, b)
-        elif impl == "numpy":
-            self.fn = lambda: (g @ b.T, a.T @ g)
-        else:
-            torch = torch_module()
-            self.fn = torch_grad_fn(torch.matmul, (a, b), g)
+        self.fn = impl_fn(impl, "matmul_backward_impls", a, b, g)
         self.flops = 4.0 * n**3
 
     def time_matmul_backward(self, impl, dtype, n):

@@ -9,8 +9,7 @@ gradients), so only the backward pass is measured.
 
 from __future__ import annotations
 
-from . import (IMPLS, gflops, linear_backward_fn, linear_fn, linear_inputs, parse_shape,
-               shape_label)
+from . import IMPLS, gflops, impl_fn, parse_shape, reference, shape_label
 
 SHAPES = [shape_label(s) for s in
           ((64, 784, 256), (256, 1024, 1024), (512, 768, 3072), (2048, 1024, 1024))]
@@ -23,8 +22,8 @@ class LinearForward:
     timeout = 300
 
     def setup(self, impl, layout, shape):
-        x, w, b, _ = linear_inputs(parse_shape(shape), layout)
-        self.fn = linear_fn(impl, layout, x, w, b)
+        x, w, b, _ = reference().linear_inputs(parse_shape(shape), layout)
+        self.fn = impl_fn(impl, "linear_impls", layout, x, w, b)
 
     def time_linear(self, impl, layout, shape):
         self.fn()
@@ -36,8 +35,8 @@ class LinearBackward:
     timeout = 300
 
     def setup(self, impl, layout, shape):
-        x, w, b, g = linear_inputs(parse_shape(shape), layout)
-        self.fn = linear_backward_fn(impl, layout, x, w, b, g)
+        x, w, b, g = reference().linear_inputs(parse_shape(shape), layout)
+        self.fn = impl_fn(impl, "linear_backward_impls", layout, x, w, b, g)
 
     def time_linear_backward(self, impl, layout, shape):
         self.fn()
@@ -52,13 +51,13 @@ class TrackLinearGflops:
 
     def setup(self, impl, layout, pass_):
         shape = (256, 1024, 1024)
-        x, w, b, g = linear_inputs(shape, layout)
+        x, w, b, g = reference().linear_inputs(shape, layout)
         bsz, n_in, n_out = shape
         if pass_ == "forward":
-            self.fn = linear_fn(impl, layout, x, w, b)
+            self.fn = impl_fn(impl, "linear_impls", layout, x, w, b)
             self.flops = 2.0 * bsz * n_in * n_out + bsz * n_out
         else:
-            self.fn = linear_backward_fn(impl, layout, x, w, b, g)
+            self.fn = impl_fn(impl, "linear_backward_impls", layout, x, w, b, g)
             self.flops = 4.0 * bsz * n_in * n_out + bsz * n_out
 
     def track_gflops(self, impl, layout, pass_):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import IMPLS, IMPLS_NO_TORCH, gflops, matmul_fn, need, rand, skip_large
+from . import IMPLS, IMPLS_NO_TORCH, gflops, impl_fn, matgrad_module, rand, skip_large
 
 SIZES = [64, 128, 256, 512, 1024, 2048, 4096]
 
@@ -31,7 +31,7 @@ class Matmul:
         else:
             a = rand((n, n), dtype, 0)
             b = rand((n, n), dtype, 1)
-        self.fn = matmul_fn(impl, a, b)
+        self.fn = impl_fn(impl, "matmul_impls", a, b)
 
     def time_matmul(self, impl, dtype, n, layout):
         self.fn()
@@ -79,7 +79,7 @@ class MatmulSmall:
             a, b = rand((16, 16), dtype, 0), rand((16, 16), dtype, 1)
         else:
             a, b = rand((64, 32, 32), dtype, 0), rand((64, 32, 32), dtype, 1)
-        self.fn = matmul_fn(impl, a, b)
+        self.fn = impl_fn(impl, "matmul_impls", a, b)
 
     def time_matmul_small(self, impl, dtype, case):
         self.fn()
@@ -116,7 +116,7 @@ class PeakMemMatmul2048:
         self.out = np.empty((self.N, self.N), np.float32)
         self.out.fill(0)  # touch the pages so they count before the reset
         if impl == "matgrad":
-            self.mm = need("matmul")
+            self.mm = matgrad_module().matmul
         else:
             self.mm = np.matmul
 
@@ -165,7 +165,7 @@ class TrackMatmulGflops:
     timeout = 120
 
     def setup(self, impl, dtype, n):
-        self.fn = matmul_fn(impl, rand((n, n), dtype, 0), rand((n, n), dtype, 1))
+        self.fn = impl_fn(impl, "matmul_impls", rand((n, n), dtype, 0), rand((n, n), dtype, 1))
         self.flops = 2.0 * n**3
 
     def track_gflops(self, impl, dtype, n):

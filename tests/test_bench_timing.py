@@ -1,30 +1,65 @@
 """The bench's interleaved timer: implementations alternate, and each sample starts only after
-a settle pause, so threads another library leaves spinning do not overlap it, and after
-untimed calls, so no sample carries the first calls' cost after the pause or after another
-library."""
+a pause that outlasts the threads another library left spinning, and after untimed calls, so
+no sample carries the first calls' cost after the pause or after another library.
+
+Run on a simulated clock (the host is shared and noisy, and its wall clock would make these
+tests flaky): calls and spinning threads spend simulated time, so every figure is exact.
+"""
 
 from __future__ import annotations
 
-import time
+import pytest
 
-from matgrad import _bench
+from matgrad.bench.timing import time_interleaved
+
+
+class SimClock:
+    """Simulated wall and CPU time. ``work`` is the caller computing; ``spin`` leaves another
+    thread of the process busy for a while, as OpenBLAS's idle workers are after a call."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.busy = 0.0
+        self.spinners: list[tuple[float, float]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def cpu(self) -> float:
+        spun = sum(max(0.0, min(end, self.t) - start) for start, end in self.spinners)
+        return self.busy + spun
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def work(self, seconds: float) -> None:
+        self.t += seconds
+        self.busy += seconds
+
+    def spin(self, seconds: float) -> None:
+        self.spinners.append((self.t, self.t + seconds))
+
+    def spinning(self) -> bool:
+        return any(start <= self.t < end for start, end in self.spinners)
 
 
 def test_samples_alternate_and_each_follows_a_pause():
+    clock = SimClock()
     events: list[tuple[str, float, float]] = []
 
     def impl(name):
         def call():
-            t = time.perf_counter()
-            time.sleep(0.001)
-            events.append((name, t, time.perf_counter()))
+            start = clock.now()
+            clock.work(0.001)
+            events.append((name, start, clock.now()))
         return call
 
     settle = 0.01
     # (warm=0: one untimed call per sample, so the calls can be counted)
-    out = _bench.time_interleaved({"a": impl("a"), "b": impl("b")}, repeats=3,
-                                  min_sample=0.001, settle=settle, warm=0.0)
+    out = time_interleaved({"a": impl("a"), "b": impl("b")}, repeats=3, min_sample=0.001,
+                           settle=settle, warm=0.0, clock=clock)
     assert set(out) == {"a", "b"} and all(r["repeats"] == 3 for r in out.values())
+    assert all(r["median_s"] == pytest.approx(0.001) for r in out.values()), out
     # The timed part: after the calibration calls, runs of one implementation alternate,
     # each an untimed call and then the timed ones.
     timed = events[-sum(r["loops"] + 1 for r in out.values()) * 3:]
@@ -39,82 +74,88 @@ def test_samples_alternate_and_each_follows_a_pause():
 
 
 def test_the_pause_outlasts_threads_left_spinning():
-    # Like OpenBLAS's idle workers (~110 ms of spinning after each call): "a" leaves a
-    # thread busy for SPIN_S after it returns; "b"'s sample must not start before it stops.
-    import threading
-
-    spin_s = 0.06
-    spin_ends: list[float] = []
-    starts: list[tuple[str, float]] = []
-
-    def spin():
-        end = time.perf_counter() + spin_s
-        while time.perf_counter() < end:
-            pass
-        spin_ends.append(time.perf_counter())
+    # "a" leaves a thread busy for 60 ms after it returns (as OpenBLAS's idle workers spin
+    # ~110 ms); none of "b"'s calls may start while it spins, and "b" then times its own speed.
+    clock = SimClock()
+    b_starts: list[float] = []
 
     def a():
-        starts.append(("a", time.perf_counter()))
-        threading.Thread(target=spin).start()
+        clock.work(0.001)
+        clock.spin(0.06)
 
     def b():
-        starts.append(("b", time.perf_counter()))
+        b_starts.append(clock.now())
+        clock.work(0.003 if clock.spinning() else 0.001)
 
-    _bench.time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005, warm=0.0)
-    timed_b = [t for name, t in starts[-12:] if name == "b"]  # (an untimed call + 1) x 3
-    assert len(timed_b) == 6
-    for t in timed_b:
-        before = [e for e in spin_ends if e <= t]
-        # Every spinner started before this sample had stopped before it.
-        spinners_started = sum(1 for name, s in starts if name == "a" and s < t)
-        assert len(before) == spinners_started, "a sample started while a thread still spun"
+    out = time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005,
+                           warm=0.0, clock=clock)
+    assert b_starts and not any(start < end and t >= start and t < end
+                                for t in b_starts for start, end in clock.spinners)
+    assert out["b"]["max_s"] == pytest.approx(0.001), out
+
+
+def test_without_the_quiet_wait_the_spinner_would_show():
+    # The same pair with the pause capped at the fixed settle time: b's samples overlap the
+    # spinner and read slow, which is what the quiet wait above prevents.
+    clock = SimClock()
+
+    def a():
+        clock.work(0.001)
+        clock.spin(0.06)
+
+    def b():
+        clock.work(0.003 if clock.spinning() else 0.001)
+
+    out = time_interleaved({"a": a, "b": b}, repeats=3, min_sample=0.0, settle=0.005,
+                           settle_max=0.005, warm=0.0, clock=clock)
+    assert out["b"]["max_s"] > 0.0011, out
 
 
 def test_each_sample_follows_an_untimed_call():
     # A call that is slow only when it follows the pause (as a real first call after an idle
     # spell is) must not show in the timed samples.
-    last = {"t": 0.0}
+    clock = SimClock()
+    last = {"t": -1.0}
 
     def impl():
-        if time.perf_counter() - last["t"] > 0.004:  # the first call after a pause
-            time.sleep(0.02)
-        last["t"] = time.perf_counter()
+        clock.work(0.02 if clock.now() - last["t"] > 0.004 else 0.001)
+        last["t"] = clock.now()
 
-    out = _bench.time_interleaved({"a": impl, "b": impl}, repeats=3, min_sample=0.0, settle=0.01)
-    assert all(r["max_s"] < 0.01 for r in out.values()), out
+    out = time_interleaved({"a": impl, "b": impl}, repeats=3, min_sample=0.0, settle=0.01,
+                           clock=clock)
+    assert all(r["max_s"] == pytest.approx(0.001) for r in out.values()), out
 
 
 def test_calibration_waits_for_threads_left_spinning():
-    # A thread left spinning by whatever ran before (here it holds the GIL, so a 1 ms call
-    # takes up to 5 ms more while it spins) must not make the calibration count too few calls.
-    import threading
+    # A thread left spinning by whatever ran before slows each call 5x while it spins: the
+    # calibration must wait for it, or it would count ~4 calls per sample instead of 20.
+    clock = SimClock()
+    clock.spin(0.1)
 
-    def spin(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
+    def b():
+        clock.work(0.005 if clock.spinning() else 0.001)
 
-    threading.Thread(target=spin, args=(0.1,)).start()
-    out = _bench.time_interleaved({"b": lambda: time.sleep(0.001)}, repeats=1,
-                                  min_sample=0.02, settle=0.005)
-    # ~18 calls at ~1.1 ms a call (8 even at 2.5 ms); ~4 if calibrated while it spun.
-    assert out["b"]["loops"] >= 8, out
+    out = time_interleaved({"b": b}, repeats=1, min_sample=0.02, settle=0.005, clock=clock)
+    assert out["b"]["loops"] == 20, out
 
 
 def test_samples_follow_a_warm_up_after_another_library():
-    # Calls slow for a while after another implementation ran, as the next library's first
+    # Calls slow for 12 ms after another implementation ran, as the next library's first
     # calls after NumPy's GEMM were (~10 ms), must not show in the timed samples: one untimed
     # call does not cover it (a 4 ms call inside a 12 ms window), the time-based warm-up does.
+    clock = SimClock()
     state = {"last": None, "since": 0.0}
 
     def make(name):
         def call():
-            now = time.perf_counter()
             if state["last"] != name:
-                state["last"], state["since"] = name, now
-            time.sleep(0.004 if now - state["since"] < 0.012 else 0.0005)
+                state["last"], state["since"] = name, clock.now()
+            clock.work(0.004 if clock.now() - state["since"] < 0.012 else 0.0005)
         return call
 
-    out = _bench.time_interleaved({"a": make("a"), "b": make("b")}, repeats=3,
-                                  min_sample=0.003, settle=0.005)
-    assert all(r["max_s"] < 0.002 for r in out.values()), out
+    out = time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, min_sample=0.003,
+                           settle=0.005, clock=clock)
+    assert all(r["max_s"] == pytest.approx(0.0005) for r in out.values()), out
+    one_call = time_interleaved({"a": make("a"), "b": make("b")}, repeats=3, min_sample=0.003,
+                                settle=0.005, warm=0.0, clock=clock)
+    assert all(r["max_s"] > 0.0006 for r in one_call.values()), one_call

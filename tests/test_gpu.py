@@ -11,11 +11,17 @@ import pytest
 import matgrad
 from matgrad import gpu
 
-if not gpu.is_available():
+def _unavailable_reason() -> str:
+    """Why there is no device (adapter_info raises saying so)."""
     try:
         gpu.adapter_info()
     except RuntimeError as e:
-        reason = str(e)
+        return str(e)
+    return "matgrad.gpu.is_available() is False, yet adapter_info() found an adapter"
+
+
+if not gpu.is_available():
+    reason = _unavailable_reason()
     # The gpu feature is in the default build: only a machine without an adapter skips.
     print(f"\ntests/test_gpu.py skipped: {reason}")
     pytest.skip(reason, allow_module_level=True)

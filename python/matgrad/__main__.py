@@ -1,6 +1,7 @@
 """``python -m matgrad``: benchmark, self-check and demo.
 
-The logic lives in :mod:`matgrad._bench`; this module only parses arguments.
+The logic lives in :mod:`matgrad.bench` (bench, check) and :mod:`matgrad._demo`; this module
+only parses arguments.
 """
 
 from __future__ import annotations
@@ -116,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from matgrad import _bench  # noqa: PLC0415
-
     # `demo` takes whatever follows it verbatim (the demo has its own parser).
     if argv and argv[0] == "demo":
-        return _bench.run_demo(argv[1:])
+        from matgrad import _demo  # noqa: PLC0415
+
+        return int(_demo.main(argv[1:]) or 0)
     # bench is the default subcommand: `python -m matgrad --quick` == `... bench --quick`.
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["bench", *argv]
@@ -131,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(getattr(matgrad, "__version__", "unknown"))
         return 0
+    from matgrad import bench  # noqa: PLC0415
+
     if args.command == "check":
-        return _bench.run_check(use_torch=args.use_torch, threads=args.threads)
-    return _bench.run_bench(
+        return bench.run_check(use_torch=args.use_torch, threads=args.threads)
+    return bench.run_bench(
         quick=args.quick, json_path=args.json_path, plot_path=args.plot_path,
         threads=args.threads, device=args.device, use_torch=args.use_torch,
         filter_re=args.filter_re, repeats=args.repeats, min_time=args.min_time,

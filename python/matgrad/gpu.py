@@ -19,7 +19,9 @@ import math
 import numpy as np
 
 from . import _matgrad
-from ._grad import _is_layout_out_in, _linear_dims, _sum_to_shape
+from ._arrays import F32 as _F32
+from ._arrays import sum_to_shape
+from ._shapes import check_bias, check_grad_y, linear_dims, matmul_backward_shapes, matmul_shapes, weight_is_out_in
 
 __all__ = [
     "is_available",
@@ -32,7 +34,6 @@ __all__ = [
     "linear_backward",
 ]
 
-_F32 = np.dtype(np.float32)
 _unavailable: str | None = None
 _checked = False
 
@@ -199,34 +200,6 @@ def _gemm(a, a_layout, b, b_layout, c, c_layout, m, n, k, batch=1, bias=None, ac
 # ----------------------------------------------------------------------------------- matmul
 
 
-def _matmul_shapes(func: str, a_shape: tuple, b_shape: tuple) -> tuple:
-    """NumPy's matmul shape rules (messages as matgrad.matmul gives them): returns
-    (a2 shape, b2 shape, batch, result shape) with 1-D operands promoted to matrices."""
-    shapes = f"{a_shape} and {b_shape}"
-    for i, s in enumerate((a_shape, b_shape)):
-        if len(s) == 0:
-            raise ValueError(
-                f"{func}: input operand {i} does not have enough dimensions "
-                f"(has 0, requires at least 1); shapes {shapes}"
-            )
-    a2 = a_shape if len(a_shape) >= 2 else (1,) + a_shape
-    b2 = b_shape if len(b_shape) >= 2 else b_shape + (1,)
-    (m, k), (k2, n) = a2[-2:], b2[-2:]
-    if k != k2:
-        raise ValueError(
-            f"{func}: shapes {shapes} are not aligned: "
-            f"{k} (dimension {len(a_shape) - 1} of a) != {k2} (dimension {max(len(b_shape) - 2, 0)} of b)"
-        )
-    try:
-        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
-    except ValueError:
-        raise ValueError(
-            f"{func}: the batch dimensions of shapes {shapes} cannot be broadcast together"
-        ) from None
-    core = ((m,) if len(a_shape) >= 2 else ()) + ((n,) if len(b_shape) >= 2 else ())
-    return a2, b2, batch, batch + core
-
-
 def _batch_strides(shape: tuple, batch: tuple) -> list:
     """Element strides of a C-ordered ``shape`` (..., r, c) over the broadcast ``batch``
     dimensions, 0 where it broadcasts."""
@@ -287,7 +260,7 @@ def _reduce_to(full: GpuArray, full_shape: tuple, shape: tuple) -> GpuArray:
         out = _zeros(shape)
         _matgrad.gpu_column_sums(full._buf, (0, cols, 1), rows, cols, out._buf, 0)
         return out
-    host = _sum_to_shape(full.numpy().reshape(full_shape), shape)
+    host = sum_to_shape(full.numpy().reshape(full_shape), shape)
     return GpuArray(_matgrad.gpu_upload(np.ascontiguousarray(host, _F32)), shape)
 
 
@@ -297,8 +270,8 @@ def matmul(a, b, /, out=None):
     result's shape for device operands."""
     call = _Call("matmul", a, b)
     a, b = call.operand(a), call.operand(b)
-    a2s, b2s, batch, result_shape = _matmul_shapes("matmul", a.shape, b.shape)
-    m, k, n = a2s[-2], a2s[-1], b2s[-1]
+    s = matmul_shapes("matmul", a.shape, b.shape)
+    a2s, b2s, m, k, n, batch, result_shape = s.a, s.b, s.m, s.k, s.n, s.batch, s.result
     if out is not None and not call.host:
         if not isinstance(out, GpuArray):
             raise TypeError(f"matmul: out must be a GpuArray for GpuArray operands, got {type(out).__name__}")
@@ -327,26 +300,8 @@ def matmul_backward(grad_out, a, b, /, *, grad_a: bool = True, grad_b: bool = Tr
     summed back (on the device when they lead, as they do for a shared weight)."""
     call = _Call("matmul_backward", grad_out, a, b)
     g, a, b = (call.operand(x) for x in (grad_out, a, b))
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(
-            f"matmul_backward: operands must have at least 1 dimension, got {a.shape} and {b.shape}"
-        )
-    shapes = f"{a.shape} and {b.shape}"
-    a2s = a.shape if a.ndim >= 2 else (1,) + a.shape
-    b2s = b.shape if b.ndim >= 2 else b.shape + (1,)
-    (m, k), (k2, n) = a2s[-2:], b2s[-2:]
-    if k != k2:
-        raise ValueError(f"matmul_backward: shapes {shapes} are not aligned ({k} != {k2})")
-    try:
-        batch = np.broadcast_shapes(a2s[:-2], b2s[:-2])
-    except ValueError:
-        raise ValueError(f"matmul_backward: batch dimensions of {shapes} do not broadcast") from None
-    result_shape = batch + ((m,) if a.ndim >= 2 else ()) + ((n,) if b.ndim >= 2 else ())
-    if g.shape != result_shape:
-        raise ValueError(
-            f"matmul_backward: grad_out has shape {g.shape}, but operands {shapes} give "
-            f"a result of shape {result_shape}"
-        )
+    s = matmul_backward_shapes("matmul_backward", g.shape, a.shape, b.shape)
+    a2s, b2s, m, k, n, batch = s.a, s.b, s.m, s.k, s.n, s.batch
     gd, ad, bd = call.device(g), call.device(a), call.device(b)
     gs = batch + (m, n)
     ga = gb = None
@@ -382,15 +337,11 @@ def _weight_layout(out_in: bool, n_in: int, n_out: int) -> tuple:
 def linear(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
     """:func:`matgrad.linear` on the GPU: ``x @ W + bias`` (W (in, out)) or, with
     ``weight_layout="out_in"``, ``x @ W.T + bias``; the bias is added as the tiles are stored."""
-    out_in = _is_layout_out_in(weight_layout)
+    out_in = weight_is_out_in(weight_layout)
     call = _Call("linear", x, weight, bias)
     x, w, b = call.operand(x), call.operand(weight), call.operand(bias)
-    n_in, n_out = _linear_dims("linear", x, w, out_in, weight_layout)
-    if b is not None and b.shape != (n_out,):
-        raise ValueError(
-            f"linear: bias of shape {b.shape} does not fit a weight of shape {w.shape} "
-            f"(expected ({n_out},))"
-        )
+    n_in, n_out = linear_dims("linear", x.shape, w.shape, out_in, weight_layout)
+    check_bias("linear", None if b is None else b.shape, w.shape, n_out)
     rows = math.prod(x.shape[:-1])
     xd, wd, bd = call.device(x), call.device(w), call.device(b)
     y = _zeros((rows, n_out))
@@ -399,29 +350,16 @@ def linear(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
     return call.result(y.reshape(x.shape[:-1] + (n_out,)))
 
 
-def linear_backward(
-    grad_y,
-    x,
-    weight,
-    /,
-    *,
-    weight_layout: str = "in_out",
-    grad_x: bool = True,
-    grad_weight: bool = True,
-    grad_bias: bool = True,
-):
+def linear_backward(grad_y, x, weight, /, *, weight_layout: str = "in_out", grad_x: bool = True,
+                    grad_weight: bool = True, grad_bias: bool = True):
     """:func:`matgrad.linear_backward` on the GPU: ``(grad_x, grad_weight, grad_bias)`` with
     grad_x = G Wᵀ, grad_weight in the weight's own layout (Xᵀ G, or Gᵀ X for ``"out_in"``),
     grad_bias = the column sums of G (a reduction kernel); ``None`` for those not asked for."""
-    out_in = _is_layout_out_in(weight_layout)
+    out_in = weight_is_out_in(weight_layout)
     call = _Call("linear_backward", grad_y, x, weight)
     g, x, w = call.operand(grad_y), call.operand(x), call.operand(weight)
-    n_in, n_out = _linear_dims("linear_backward", x, w, out_in, weight_layout)
-    if g.shape != x.shape[:-1] + (n_out,):
-        raise ValueError(
-            f"linear_backward: grad_y has shape {g.shape}, but x of shape {x.shape} and weight "
-            f"of shape {w.shape} give y of shape {x.shape[:-1] + (n_out,)}"
-        )
+    n_in, n_out = linear_dims("linear_backward", x.shape, w.shape, out_in, weight_layout)
+    check_grad_y("linear_backward", g.shape, x.shape, w.shape, n_out)
     rows = math.prod(x.shape[:-1])
     gd, xd, wd = call.device(g), call.device(x), call.device(w)
     gx = gw = gb = None

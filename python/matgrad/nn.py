@@ -25,22 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _matgrad
+from ._arrays import F32, F64, kernel_ready
 
 __all__ = ["mlp2_loss_and_grads", "init_mlp2_params"]
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
 _KEYS = ("W1", "b1", "W2", "b2")
-
-
-def _ready(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``x`` as the kernels read it in place (any strides): ``dtype``, native byte order,
-    aligned. Only arrays that are not already so are copied."""
-    if x.dtype != dtype or not x.dtype.isnative:
-        return x.astype(dtype.newbyteorder("="))
-    if not x.flags.aligned or any(s % x.itemsize for s in x.strides):
-        return np.array(x, dtype=dtype, copy=True)
-    return x
 
 
 def _check_inputs(params, X):
@@ -76,10 +65,10 @@ def _check_inputs(params, X):
         raise ValueError(f"b2 must have shape ({c},) to fit W2 of shape {W2.shape}, "
                          f"got {b2.shape}")
     dtype = np.result_type(X, W1, b1, W2, b2)
-    if dtype != _F32 and dtype != _F64:
+    if dtype != F32 and dtype != F64:
         names = ", ".join(f"{k}={a.dtype}" for k, a in zip(("X",) + _KEYS, (X, W1, b1, W2, b2)))
         raise TypeError(f"mlp2_loss_and_grads: float32 or float64 arrays required, got {names}")
-    arrays = tuple(_ready(a, dtype) for a in (X, W1, b1, W2, b2))
+    arrays = tuple(kernel_ready(a, dtype) for a in (X, W1, b1, W2, b2))
     return arrays, (n, d, h, c), dtype
 
 
@@ -131,8 +120,7 @@ def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
     # fused epilogues (bias and ReLU as H1 is stored, the ReLU mask as dZ1 = dZ2 W2ᵀ ⊙ (H1 > 0)
     # is stored, db1 and db2 summed while dZ1 and dZ2 are packed) and the softmax between
     # them, with no Python in between: each big GEMM leaves the caches cold for the
-    # interpreter, where the softmax's NumPy calls took ~0.3 ms instead of ~0.03 (the step
-    # ~2 % faster in one call).
+    # interpreter (docs/measurements.md, "The MLP step in one call").
     # The L2 term's gradient 2λW is written first and the GEMMs add to it (beta = 1): no
     # temporary of W's size and no second pass over dW.
     dW1 = _weight_decay_grad(W1, reg)

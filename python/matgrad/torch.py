@@ -17,6 +17,7 @@ import torch
 from ._grad import linear as _np_linear
 from ._grad import linear_backward as _np_linear_backward
 from ._grad import matmul_backward as _np_matmul_backward
+from ._matmul import matmul as _np_matmul
 
 __all__ = ["linear", "matmul", "Linear"]
 
@@ -68,8 +69,6 @@ class _LinearFunction(torch.autograd.Function):
 class _MatmulFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b):
-        from . import matmul as _np_matmul
-
         c = _np_matmul(_numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"))
         ctx.save_for_backward(a, b)
         return torch.as_tensor(c)

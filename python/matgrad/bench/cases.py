@@ -1,0 +1,150 @@
+"""The bench's cases: what is timed, at which shapes, and the check each runs first.
+
+A case's inputs are made only when it runs (``Case.build``), so a filtered run allocates
+only what it times.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import reference as ref
+from .compare import check_grads, check_mlp2, close_enough
+
+QUICK_SIZES = (64, 128, 256, 512, 1024)
+FULL_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+LINEAR_SHAPES = ((64, 784, 256), (256, 1024, 1024), (512, 768, 3072), (2048, 1024, 1024))
+QUICK_LINEAR_SHAPES = LINEAR_SHAPES[:2]
+
+#: What a case's build returns: the implementations to time and the check to run first.
+Built = tuple[ref.Impls, Callable[[], tuple[bool, str]]]
+
+
+@dataclass
+class Case:
+    name: str
+    op: str
+    dtype: str
+    shape: str
+    #: abscissa for the plot
+    x: float
+    flops: float
+    build: Callable[[], Built]
+    small: bool = False
+    notes: list = field(default_factory=list)
+
+
+def _dims(shape: tuple) -> str:
+    return "x".join(map(str, shape))
+
+
+def matmul_case(ns, torch, name: str, op: str, dtype, shape_a: tuple, shape_b: tuple, x: float,
+                *, transposed: bool = False, small: bool = False) -> Case:
+    """``a @ b``; with ``transposed``, ``a`` and ``b`` are the transposes of C-ordered arrays."""
+    dt = np.dtype(dtype)
+
+    def build() -> Built:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        if transposed:
+            a = ref.randn(rng, shape_a[::-1], dt).T
+            b = ref.randn(rng, shape_b[::-1], dt).T
+        else:
+            a = ref.randn(rng, shape_a, dt)
+            b = ref.randn(rng, shape_b, dt)
+        impls = ref.matmul_impls(ns, torch, a, b)
+        return impls, lambda: close_enough(np.asarray(impls["matgrad"]()), np.matmul(a, b))
+
+    flops = 2.0 * np.prod(shape_a) * shape_b[-1]
+    shape = f"{_dims(shape_a)} @ {_dims(shape_b)}" + (" (a.T, b.T)" if transposed else "")
+    return Case(name, op, dt.name, shape, x, float(flops), build, small=small)
+
+
+def linear_case(ns, torch, layout: str, shape: tuple, dtype=np.float32) -> Case:
+    bsz, n_in, n_out = shape
+    dt = np.dtype(dtype)
+
+    def build() -> Built:
+        x, w, b, _ = ref.linear_inputs(shape, layout, dt, seed=1)
+        impls = ref.linear_impls(ns, torch, layout, x, w, b)
+        return impls, lambda: close_enough(np.asarray(impls["matgrad"]()),
+                                           ref.linear_numpy(x, w, b, layout))
+
+    flops = 2.0 * bsz * n_in * n_out + bsz * n_out
+    return Case(f"linear[{layout}] {dt.name} {bsz}x{n_in}->{n_out}", f"linear[{layout}]",
+                dt.name, f"{bsz}x{n_in}->{n_out}", flops, flops, build)
+
+
+def linear_backward_case(ns, torch, layout: str, shape: tuple, dtype=np.float32) -> Case:
+    bsz, n_in, n_out = shape
+    dt = np.dtype(dtype)
+
+    def build() -> Built:
+        x, w, b, g = ref.linear_inputs(shape, layout, dt, seed=2)
+        impls = ref.linear_backward_impls(ns, torch, layout, x, w, b, g)
+        return impls, lambda: check_grads(impls["matgrad"](),
+                                          ref.linear_grads_numpy(g, x, w, layout),
+                                          ("grad_x", "grad_weight", "grad_bias"))
+
+    flops = 4.0 * bsz * n_in * n_out + bsz * n_out
+    return Case(f"linear_backward[{layout}] {dt.name} {bsz}x{n_in}->{n_out}",
+                f"linear_backward[{layout}]", dt.name, f"{bsz}x{n_in}->{n_out}", flops, flops,
+                build)
+
+
+def matmul_backward_case(ns, torch, n: int, dtype=np.float32) -> Case:
+    dt = np.dtype(dtype)
+
+    def build() -> Built:
+        rng = np.random.default_rng(3)
+        a, b, g = (ref.randn(rng, (n, n), dt) for _ in range(3))
+        impls = ref.matmul_backward_impls(ns, torch, a, b, g)
+        return impls, lambda: check_grads(impls["matgrad"](), ref.matmul_backward_numpy(g, a, b),
+                                          ("grad_a", "grad_b"))
+
+    return Case(f"matmul_backward {dt.name} n={n}", "matmul_backward", dt.name, f"{n}x{n}x{n}",
+                n, 4.0 * n**3, build)
+
+
+def mlp2_case(ns, torch, dtype=np.float32) -> Case:
+    n, d, h, c = ref.MLP_SHAPE
+    dt = np.dtype(dtype)
+
+    def build() -> Built:
+        params, X, y = ref.mlp2_inputs(dt)
+        impls = ref.mlp2_impls(ns, torch, params, X, y, 0.0)
+        return impls, lambda: check_mlp2(impls["matgrad"](), params, X, y, 0.0)
+
+    flops = ref.mlp2_flops()
+    return Case(f"mlp2 step {dt.name} N={n} D={d} H={h} C={c}", "mlp2_step", dt.name,
+                f"N={n} D={d} H={h} C={c}", flops, flops, build)
+
+
+def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
+    """Every case of a run, in the order they run."""
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    shapes = QUICK_LINEAR_SHAPES if quick else LINEAR_SHAPES
+    dtypes = [np.dtype(np.float32), np.dtype(np.float64)]
+    cases: list[Case] = []
+    for dt in dtypes:
+        cases += [matmul_case(ns, torch, f"matmul {dt.name} n={n}", "matmul", dt, (n, n), (n, n), n)
+                  for n in sizes]
+    for dt in dtypes:
+        cases.append(matmul_case(ns, torch, f"matmul a.T@b.T {dt.name} n=1024", "matmul[transposed]",
+                                 dt, (1024, 1024), (1024, 1024), 1024, transposed=True))
+    for dt in dtypes:
+        cases.append(matmul_case(ns, torch, f"matmul small {dt.name} n=16", "matmul[small]", dt,
+                                 (16, 16), (16, 16), 16, small=True))
+    for dt in dtypes:
+        cases.append(matmul_case(ns, torch, f"matmul batched {dt.name} 64x(32x32)", "matmul[batched]",
+                                 dt, (64, 32, 32), (64, 32, 32), 32, small=True))
+    for layout in ("out_in", "in_out"):
+        cases += [linear_case(ns, torch, layout, shape) for shape in shapes]
+    for layout in ("out_in", "in_out"):
+        cases += [linear_backward_case(ns, torch, layout, shape) for shape in shapes]
+    cases.append(matmul_backward_case(ns, torch, 1024))
+    cases.append(mlp2_case(ns, torch))
+    return cases
