@@ -12,9 +12,7 @@
 //! H1 is stored, the ReLU mask as ∂L/∂Z1 is stored, the bias gradients summed while packing).
 //! The whole step is one call so that nothing runs between the GEMMs: beside a Python caller,
 //! each big GEMM left the caches cold for the interpreter, and the softmax's few NumPy calls
-//! on 256 × 10 scores took ~0.3 ms there (~0.03 ms warm). Measured on Zen 3 for N = 256,
-//! D = 784, H = 1024, C = 10 in f32: the step ~2 % faster than the same GEMMs called from
-//! Python (median of 7 interleaved runs, 0.98–1.04).
+//! ran several times slower there (docs/measurements.md, "The MLP step in one call").
 //!
 //! A weight-decay term is the caller's: preload 2λW into the weight gradients and ask for
 //! [`Mlp2Grads::accumulate_weights`], and add λΣW² to the loss.

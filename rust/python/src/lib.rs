@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 #[cfg(feature = "gpu")]
 mod gpu;
 mod views;
-use views::{Strided, Unchecked};
+use views::{ArrayView, Unchecked};
 
 /// An element type both the core and NumPy know.
 trait Float: HasKernels + NpElement {}
@@ -54,9 +54,9 @@ fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Boun
 }
 
 fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-    let a = Strided::<T>::borrow(a, "a")?;
-    let b = Strided::<T>::borrow(b, "b")?;
-    let c = Strided::<T>::borrow_mut(out, "out")?;
+    let a = ArrayView::<T>::borrow(a, "a")?;
+    let b = ArrayView::<T>::borrow(b, "b")?;
+    let c = ArrayView::<T>::borrow_mut(out, "out")?;
     let nd = c.ndim();
     if nd < 2 || a.ndim() != nd || b.ndim() != nd {
         return Err(PyValueError::new_err(format!(
@@ -67,7 +67,7 @@ fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, Py
     let (m, k, n) = (a.shape[nd - 2], a.shape[nd - 1], b.shape[nd - 1]);
     let batch = c.shape[..nd - 2].to_vec();
     let batch = batch.as_slice();
-    let fits = |x: &Strided<T>| x.shape[..nd - 2].iter().zip(batch).all(|(&d, &want)| d == want || d == 1);
+    let fits = |x: &ArrayView<T>| x.shape[..nd - 2].iter().zip(batch).all(|(&d, &want)| d == want || d == 1);
     if b.shape[nd - 2] != k || c.shape[nd - 2] != m || c.shape[nd - 1] != n || !fits(&a) || !fits(&b) {
         return Err(PyValueError::new_err(format!("matmul: shapes {:?} and {:?} do not fit out {:?}", a.shape, b.shape, c.shape)));
     }
@@ -79,7 +79,7 @@ fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, Py
         let (a, b, c) = work.into_inner();
         // SAFETY: the views come from live NumPy arrays whose shapes and strides were just
         // checked against each other; `out` is writable and its batch matrices are disjoint
-        // (Strided::borrow_mut rejects zero strides on dimensions longer than 1).
+        // (ArrayView::borrow_mut rejects zero strides on dimensions longer than 1).
         unsafe {
             let (am, bm, cm) = (a.matrix(), b.matrix(), c.matrix_mut());
             let batch = Batch { shape: batch, a_strides: &a_strides, b_strides: &b_strides, c_strides: &c_strides };
@@ -98,11 +98,11 @@ fn layout(out_in: bool) -> WeightLayout {
 }
 
 /// Borrows an optional 2-D output.
-fn optional_mut<T: Float>(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Strided<T>>> {
-    obj.map(|o| Strided::<T>::borrow_mut(o, name)).transpose()
+fn optional_mut<T: Float>(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<ArrayView<T>>> {
+    obj.map(|o| ArrayView::<T>::borrow_mut(o, name)).transpose()
 }
 
-fn require_ndim<T: Float>(view: &Strided<T>, nd: usize, name: &str) -> PyResult<()> {
+fn require_ndim<T: Float>(view: &ArrayView<T>, nd: usize, name: &str) -> PyResult<()> {
     if view.ndim() != nd {
         return Err(PyValueError::new_err(format!("{name}: expected {nd} dimensions, got shape {:?}", view.shape)));
     }
@@ -122,10 +122,10 @@ fn linear_forward(
     y: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     with_float_dtype!(y, "linear", |T| {
-        let x = Strided::<T>::borrow(x, "x")?;
-        let w = Strided::<T>::borrow(weight, "weight")?;
-        let bias = bias.map(|b| Strided::<T>::borrow(b, "bias")).transpose()?;
-        let y = Strided::<T>::borrow_mut(y, "y")?;
+        let x = ArrayView::<T>::borrow(x, "x")?;
+        let w = ArrayView::<T>::borrow(weight, "weight")?;
+        let bias = bias.map(|b| ArrayView::<T>::borrow(b, "bias")).transpose()?;
+        let y = ArrayView::<T>::borrow_mut(y, "y")?;
         require_ndim(&x, 2, "x")?;
         require_ndim(&w, 2, "weight")?;
         require_ndim(&y, 2, "y")?;
@@ -159,13 +159,13 @@ fn linear_backward(
     grad_x_relu_mask: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     with_float_dtype!(grad_y, "linear_backward", |T| {
-        let g = Strided::<T>::borrow(grad_y, "grad_y")?;
-        let x = Strided::<T>::borrow(x, "x")?;
-        let w = Strided::<T>::borrow(weight, "weight")?;
+        let g = ArrayView::<T>::borrow(grad_y, "grad_y")?;
+        let x = ArrayView::<T>::borrow(x, "x")?;
+        let w = ArrayView::<T>::borrow(weight, "weight")?;
         let gx = optional_mut::<T>(grad_x, "grad_x")?;
         let gw = optional_mut::<T>(grad_weight, "grad_weight")?;
         let gb = optional_mut::<T>(grad_bias, "grad_bias")?;
-        let mask = grad_x_relu_mask.map(|m| Strided::<T>::borrow(m, "grad_x_relu_mask")).transpose()?;
+        let mask = grad_x_relu_mask.map(|m| ArrayView::<T>::borrow(m, "grad_x_relu_mask")).transpose()?;
         if let Some(v) = &mask {
             require_ndim(v, 2, "grad_x_relu_mask")?;
         }
@@ -267,11 +267,11 @@ fn mlp2_loss_and_grads(
     with_float_dtype!(x, "mlp2_loss_and_grads", |T| {
         let inputs = [(x, "x", 2), (w1, "W1", 2), (b1, "b1", 1), (w2, "W2", 2), (b2, "b2", 1)];
         let [x, w1, b1, w2, b2] =
-            inputs.map(|(obj, name, nd)| Strided::<T>::borrow(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
+            inputs.map(|(obj, name, nd)| ArrayView::<T>::borrow(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
         let (x, w1, b1, w2, b2) = (x?, w1?, b1?, w2?, b2?);
         let outputs = [(grad_w1, "grad_W1", 2), (grad_b1, "grad_b1", 1), (grad_w2, "grad_W2", 2), (grad_b2, "grad_b2", 1)];
         let [gw1, gb1, gw2, gb2] =
-            outputs.map(|(obj, name, nd)| Strided::<T>::borrow_mut(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
+            outputs.map(|(obj, name, nd)| ArrayView::<T>::borrow_mut(obj, name).and_then(|v| require_ndim(&v, nd, name).map(|()| v)));
         let (gw1, gw2) = (gw1?, gw2?);
         // SAFETY: live arrays that nothing else touches during this call.
         let (gb1, gb2) = unsafe { (gb1?.contiguous_vector_mut("grad_b1")?, gb2?.contiguous_vector_mut("grad_b2")?) };

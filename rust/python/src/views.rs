@@ -16,7 +16,7 @@ use crate::Float;
 /// Valid while the array it came from is alive and not resized: the caller keeps the
 /// `Bound` array for the duration of the computation (NumPy refuses to resize an array
 /// that has other references).
-pub(crate) struct Strided<T> {
+pub(crate) struct ArrayView<T> {
     ptr: *mut T,
     pub shape: Vec<usize>,
     pub strides: Vec<isize>,
@@ -36,7 +36,7 @@ impl<V> Unchecked<V> {
     }
 }
 
-impl<T: Float> Strided<T> {
+impl<T: Float> ArrayView<T> {
     /// Borrows `obj` (an ndarray of dtype T) for reading.
     pub fn borrow(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Self> {
         let arr = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
@@ -61,7 +61,7 @@ impl<T: Float> Strided<T> {
                 }
             })
             .collect::<PyResult<Vec<_>>>()?;
-        Ok(Strided { ptr: arr.data(), shape: arr.shape().to_vec(), strides, _t: PhantomData })
+        Ok(ArrayView { ptr: arr.data(), shape: arr.shape().to_vec(), strides, _t: PhantomData })
     }
 
     /// Borrows `obj` for writing: it must be writable and must not broadcast.

@@ -3,14 +3,15 @@
 //! - [`gemm_direct`], for tiny ones, on one thread: each row of C is accumulated in a stack
 //!   buffer as `acc += A[i,p] * B[p,:]`, a loop the compiler vectorizes when B's rows are
 //!   contiguous.
-//! - [`gemm_unpacked`], for small ones and for skinny ones (C one or two tiles wide or tall,
+//! - [`gemm_in_place`], for small ones and for skinny ones (C one or two tiles wide or tall,
 //!   so each element of the big operand would be packed for one or two tiles' use): the
-//!   register-blocked micro-kernel reading A and B where they lie (`Strided`), so nothing is
-//!   copied but a last, partial strip of B.
+//!   register-blocked micro-kernel reading A and B where they lie ([`InPlaceOperands`]), so
+//!   nothing is copied but a last, partial strip of B.
 
 use super::blocking::even_block;
-use super::kernel::{MicroKernel, Strided, StridedKernelFn, MAX_MR};
-use super::{HasKernels, Isa, Problem, SendPtr};
+use super::kernel::{InPlaceKernelFn, InPlaceOperands, MicroKernel, MAX_MR};
+use super::problem::{Problem, SendPtr};
+use super::{sums, HasKernels, Isa};
 use crate::buffers::with_scratch;
 use crate::threads::Team;
 
@@ -23,12 +24,12 @@ use crate::threads::Team;
 ///
 /// SAFETY: as for [`Problem::run`]; B's lanes are contiguous (`p.b.cs == 1`); `run` is the
 /// strided twin of `kern` and its ISA is supported by this CPU; `kc` is a multiple of 8.
-pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: StridedKernelFn<T>, kc: usize, team: &Team) {
+pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: InPlaceKernelFn<T>, kc: usize, team: &Team) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (kern.mr, kern.nr);
     debug_assert!(p.b.cs == 1 && mr <= MAX_MR);
     let kc = even_block(k, kc, 8);
-    add_up_sums(p);
+    sums::add_up(p);
     let tail = n % nr;
     with_scratch::<T, _>(if tail > 0 { k * nr } else { 0 }, |strip| {
         if tail > 0 {
@@ -45,7 +46,7 @@ pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
             let (i0, j0) = (t % panels * mr, t / panels * nr);
             let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
             let (b, b_k) = if cols == nr { (p.b.at(0, j0), p.b.rs) } else { (strip.get().cast_const(), nr as isize) };
-            let mut src = Strided { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
+            let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
             for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
                 *row = p.a.at(i0 + i.min(rows - 1), 0);
             }
@@ -64,34 +65,13 @@ pub(super) unsafe fn gemm_unpacked<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
     });
 }
 
-/// The row sums of A and the column sums of B, where asked for, added in k order (as packing
-/// adds them, so either path gives the same bits).
-unsafe fn add_up_sums<T: HasKernels>(p: &Problem<T>) {
-    let (m, n, k, a, b) = (p.m, p.n, p.k, p.a, p.b);
-    if let Some(sums) = p.a_row_sums {
-        for i in 0..m {
-            let mut s = T::ZERO;
-            for q in 0..k {
-                s = s + *a.at(i, q);
-            }
-            *sums.add(i) = s;
-        }
-    }
-    if let Some(sums) = p.b_col_sums {
-        for j in 0..n {
-            *sums.add(j) = T::ZERO;
-        }
-        for q in 0..k {
-            for j in 0..n {
-                *sums.add(j) = *sums.add(j) + *b.at(q, j);
-            }
-        }
-    }
-}
-
 /// Columns of C accumulated at a time (a few KiB of stack).
 const CHUNK: usize = 64;
 
+/// The plain loop: each row of C accumulated in a stack buffer as `acc += A[i,p] * B[p,:]`,
+/// then stored through the epilogue.
+///
+/// SAFETY: as for [`Problem::run`].
 pub(super) unsafe fn gemm_direct<T: HasKernels>(p: &Problem<T>, isa: Isa) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx512 | Isa::Avx2) {
@@ -99,24 +79,24 @@ pub(super) unsafe fn gemm_direct<T: HasKernels>(p: &Problem<T>, isa: Isa) {
         return direct_avx2(p);
     }
     let _ = isa;
-    direct(p)
+    // Unfused, as the generic kernel is (a libm fma call would be slow without an FMA unit).
+    direct(p, |a, b, c| a * b + c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn direct_avx2<T: HasKernels>(p: &Problem<T>) {
-    direct(p)
+    // Fused, as the AVX kernels' epilogue is.
+    direct(p, T::mul_add)
 }
 
 #[inline(always)]
-unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
+unsafe fn direct<T: HasKernels>(p: &Problem<T>, fma: impl Fn(T, T, T) -> T + Copy) {
     // Copied out so that stores through C cannot force them to be re-read.
     let (m, n, k) = (p.m, p.n, p.k);
     let (a, b) = (p.a, p.b);
     let (c, c_rs, c_cs) = (p.c, p.c_rs, p.c_cs);
-    let (alpha, beta, relu) = (p.alpha, p.beta, p.relu);
-    let (bias, bias_rs, bias_cs) = (p.bias, p.bias_rs, p.bias_cs);
-    let (mask, mask_rs, mask_cs) = (p.mask, p.mask_rs, p.mask_cs);
+    let ep = p.ep;
     let mut acc = [T::ZERO; CHUNK];
     for j0 in (0..n).step_by(CHUNK) {
         let w = CHUNK.min(n - j0);
@@ -137,27 +117,11 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>) {
                     }
                 }
             }
-            let c_row = c.offset(i as isize * c_rs + j0 as isize * c_cs);
-            let bias_row = bias.wrapping_offset(i as isize * bias_rs + j0 as isize * bias_cs);
-            let mask_row = mask.wrapping_offset(i as isize * mask_rs + j0 as isize * mask_cs);
             for (j, &x) in acc.iter().enumerate() {
-                let c = c_row.offset(j as isize * c_cs);
-                let mut x = if alpha != T::ONE { alpha * x } else { x };
-                if beta != T::ZERO {
-                    x = beta * *c + x;
-                }
-                if !bias.is_null() {
-                    x = x + *bias_row.offset(j as isize * bias_cs);
-                }
-                if relu && T::ZERO > x {
-                    x = T::ZERO;
-                }
-                if !mask.is_null() && !(*mask_row.offset(j as isize * mask_cs)).is_positive() {
-                    x = T::ZERO;
-                }
-                *c = x;
+                let (i, j) = (i, j0 + j);
+                ep.store_at(x, c.offset(i as isize * c_rs + j as isize * c_cs), i, j, fma);
             }
         }
     }
-    add_up_sums(p);
+    sums::add_up(p);
 }

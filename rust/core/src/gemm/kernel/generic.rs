@@ -64,5 +64,5 @@ unsafe fn generic<T: Element>(kc: usize, a: *const T, b: *const T, st: &TileStor
 }
 
 pub(crate) fn kernel<T: Element>() -> MicroKernel<T> {
-    MicroKernel { isa: Isa::Generic, mr: 4, nr: 4, run: generic::<T>, run_strided: None }
+    MicroKernel { isa: Isa::Generic, mr: 4, nr: 4, run: generic::<T>, run_in_place: None }
 }

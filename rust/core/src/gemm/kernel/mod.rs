@@ -20,6 +20,7 @@
 //! Every ISA shares one kernel body, [`microkernel`], written against the small [`Simd`] trait;
 //! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
 
+use super::epilogue::Epilogue;
 use crate::element::Element;
 use crate::gemm::Isa;
 
@@ -87,19 +88,8 @@ pub(crate) struct TileStore<T> {
     /// The part of the MR×NR tile inside C.
     pub rows: usize,
     pub cols: usize,
-    pub alpha: T,
-    /// Zero means "do not read C".
-    pub beta: T,
-    /// Null for no bias; else `bias[i*bias_rs + j*bias_cs]` is added (one stride is 0).
-    pub bias: *const T,
-    pub bias_rs: isize,
-    pub bias_cs: isize,
-    pub relu: bool,
-    /// Null for none; else the result is kept only where `mask[i*mask_rs + j*mask_cs] > 0`
-    /// (the backward of a ReLU whose output the mask is), 0 elsewhere. Applied last.
-    pub mask: *const T,
-    pub mask_rs: isize,
-    pub mask_cs: isize,
+    /// The epilogue for this block of k, its operands at the tile's origin.
+    pub ep: Epilogue<T>,
 }
 
 /// A micro-kernel: `run(kc, a_panel, b_panel, store)`.
@@ -108,12 +98,12 @@ pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>
 /// The most rows of any kernel's tile.
 pub(crate) const MAX_MR: usize = 16;
 
-/// Unpacked operands of one tile, for [`microkernel_strided`]: row `i` of A at k step `p` is
+/// Unpacked operands of one tile, for [`microkernel_in_place`]: row `i` of A at k step `p` is
 /// `rows[i][p * a_k]`; B's NR lanes at k step `p` are contiguous from `b + p * b_k`.
 #[derive(Clone, Copy)]
-// Only the AVX2 kernels have strided twins so far (the others could not be measured here).
+// Only the AVX2 kernels have in-place twins so far (the others could not be measured here).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct Strided<T> {
+pub(crate) struct InPlaceOperands<T> {
     /// One pointer per row of the tile; rows past C's edge repeat the last real row (read,
     /// never stored), so nothing outside A is touched.
     pub rows: [*const T; MAX_MR],
@@ -123,7 +113,7 @@ pub(crate) struct Strided<T> {
 }
 
 /// A micro-kernel reading its operands in place: `run(kc, operands, store)`.
-pub(crate) type StridedKernelFn<T> = unsafe fn(usize, &Strided<T>, &TileStore<T>);
+pub(crate) type InPlaceKernelFn<T> = unsafe fn(usize, &InPlaceOperands<T>, &TileStore<T>);
 
 /// A micro-kernel together with its register-block shape.
 #[derive(Clone, Copy)]
@@ -134,7 +124,7 @@ pub struct MicroKernel<T> {
     pub(crate) nr: usize,
     pub(crate) run: KernelFn<T>,
     /// The same kernel on unpacked operands, where the ISA has one (small and skinny products).
-    pub(crate) run_strided: Option<StridedKernelFn<T>>,
+    pub(crate) run_in_place: Option<InPlaceKernelFn<T>>,
 }
 
 impl<T> MicroKernel<T> {
@@ -165,7 +155,7 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     st: &TileStore<S::T>,
 ) {
     let nr = NV * S::LANES;
-    if st.beta != <S::T as Element>::ZERO {
+    if st.ep.beta != <S::T as Element>::ZERO {
         // C is read at the end: start fetching its rows now, while the FMAs run.
         for i in 0..MR {
             let row = st.c.wrapping_offset(i as isize * st.rs);
@@ -192,15 +182,19 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     store_tile::<S, MR, NV>(acc, st);
 }
 
-/// [`microkernel`] on operands read in place ([`Strided`]): for products whose packing would
+/// [`microkernel`] on operands read in place ([`InPlaceOperands`]): for products whose packing would
 /// cost more than it saves (small ones, and skinny ones whose big operand would be packed
 /// for one or two tiles). The same operations in the same order, so a product gives the same
 /// bits either way.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) unsafe fn microkernel_strided<S: Simd, const MR: usize, const NV: usize>(kc: usize, src: &Strided<S::T>, st: &TileStore<S::T>) {
+pub(crate) unsafe fn microkernel_in_place<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    src: &InPlaceOperands<S::T>,
+    st: &TileStore<S::T>,
+) {
     let mut acc = [[S::zero(); NV]; MR];
-    let Strided { rows, a_k, b, b_k } = *src;
+    let InPlaceOperands { rows, a_k, b, b_k } = *src;
     for p in 0..kc as isize {
         let mut bv = [S::zero(); NV];
         let b_row = b.offset(p * b_k);
@@ -221,8 +215,7 @@ pub(crate) unsafe fn microkernel_strided<S: Simd, const MR: usize, const NV: usi
 ///
 /// A function marked `inline(always)`, not a closure: a closure is a function of its own that
 /// the compiler may decline to inline, and compiled outside the kernel's `#[target_feature]`
-/// it cannot inline the intrinsics either (measured: the AVX2 kernels, whose closure was not
-/// inlined, ran at ~1.4 GFLOP/s f32 instead of ~80).
+/// it cannot inline the intrinsics either (docs/measurements.md, "Kernels").
 #[inline(always)]
 unsafe fn k_step<S: Simd, const MR: usize, const NV: usize>(acc: &mut [[S::V; NV]; MR], a: *const S::T, b: *const S::T) {
     let mut bv = [S::zero(); NV];
@@ -237,8 +230,9 @@ unsafe fn k_step<S: Simd, const MR: usize, const NV: usize>(acc: &mut [[S::V; NV
     }
 }
 
-/// What [`store_tile`] applies to each vector of a row-major tile, read out of the
-/// [`TileStore`] once (stores through C could otherwise make the compiler re-read it).
+/// [`Epilogue`] in vector form: what [`store_tile`] applies to each vector of a row-major
+/// tile, read out of the epilogue once (stores through C could otherwise make the compiler
+/// re-read it).
 struct VectorEpilogue<S: Simd> {
     /// `Some(splat(alpha))` unless alpha is 1.
     alpha: Option<S::V>,
@@ -250,9 +244,29 @@ struct VectorEpilogue<S: Simd> {
 }
 
 impl<S: Simd> VectorEpilogue<S> {
+    #[inline(always)]
+    unsafe fn new(ep: &Epilogue<S::T>) -> Self {
+        let one = <S::T as Element>::ONE;
+        let zero = <S::T as Element>::ZERO;
+        VectorEpilogue {
+            alpha: (ep.alpha != one).then(|| S::splat(ep.alpha)),
+            beta: (ep.beta != zero).then(|| S::splat(ep.beta)),
+            bias: ep.bias.is_some(),
+            relu: ep.relu,
+            mask: ep.mask.is_some(),
+        }
+    }
+
+    /// Whether the store is all there is (alpha 1, beta 0, no bias, ReLU or mask).
+    #[inline(always)]
+    fn is_plain(&self) -> bool {
+        self.alpha.is_none() && self.beta.is_none() && !self.bias && !self.relu && !self.mask
+    }
+
     /// `x` (LANES accumulators of one tile row) finished and stored at `c`; `bias` and `mask`
-    /// point at the same columns (read only if given). A function, not a closure, so that it
-    /// inlines into the kernel's `#[target_feature]` body (see [`k_step`]).
+    /// point at the same columns (read only if given): [`Epilogue::store_scalar`]'s operations
+    /// in its order. A function, not a closure, so that it inlines into the kernel's
+    /// `#[target_feature]` body (see [`k_step`]).
     #[inline(always)]
     unsafe fn store(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T) {
         let mut x = x;
@@ -275,7 +289,7 @@ impl<S: Simd> VectorEpilogue<S> {
     }
 }
 
-/// Applies alpha, beta, bias and relu to the accumulators and writes the tile to C.
+/// Applies the epilogue to the accumulators and writes the tile to C.
 ///
 /// Rows of C with unit column stride are stored a vector at a time (the tail of a partial
 /// tile element by element); any other C goes through a spilled copy of the tile. Both use
@@ -283,69 +297,44 @@ impl<S: Simd> VectorEpilogue<S> {
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]; MR], st: &TileStore<S::T>) {
     let nr = NV * S::LANES;
-    let one = <S::T as Element>::ONE;
     let zero = <S::T as Element>::ZERO;
     // Locals, so that stores through C cannot force these to be re-read.
-    let TileStore { c, rs, cs, rows, cols, alpha, beta, bias, bias_rs, bias_cs, relu, mask, mask_rs, mask_cs } = *st;
-    let has_bias = !bias.is_null();
-    let has_mask = !mask.is_null();
-    let scalar = |x: S::T, c: *mut S::T, bias: *const S::T, mask: *const S::T| {
-        let mut x = x;
-        if alpha != one {
-            x = alpha * x;
-        }
-        if beta != zero {
-            x = S::fmadd_scalar(beta, *c, x);
-        }
-        if has_bias {
-            x = x + *bias;
-        }
-        // Mirrors `max(0, x)` lane for lane: NaN and -0.0 pass through unchanged.
-        if relu && zero > x {
-            x = zero;
-        }
-        if has_mask && !(*mask).is_positive() {
-            x = zero;
-        }
-        *c = x;
-    };
-    if cs == 1 && (!has_bias || bias_cs == 1) && (!has_mask || mask_cs == 1) {
-        let ep = VectorEpilogue::<S> {
-            alpha: (alpha != one).then(|| S::splat(alpha)),
-            beta: (beta != zero).then(|| S::splat(beta)),
-            bias: has_bias,
-            relu,
-            mask: has_mask,
-        };
+    let TileStore { c, rs, cs, rows, cols, ep } = *st;
+    let Epilogue { bias, mask, .. } = ep;
+    let fma = |a, b, c| S::fmadd_scalar(a, b, c);
+    if cs == 1 && ep.rows_contiguous() {
+        let vep = VectorEpilogue::<S>::new(&ep);
         if rows == MR && cols == nr {
             // A whole tile: loops over the constant tile shape unroll and keep the accumulators
-            // in registers (the loop over `rows` below spilled them to the stack).
+            // in registers (the loop over `rows` below spilled them to the stack). The plain
+            // store (C = A B, the common case) is tested for once per tile: tested per vector,
+            // the compiler kept some of the epilogue's tests inside the stores.
+            let plain = vep.is_plain();
             for (i, acc_row) in acc.iter().enumerate() {
                 for (v, &x) in acc_row.iter().enumerate() {
                     let (row, col) = (i as isize, (v * S::LANES) as isize);
-                    ep.store(
-                        x,
-                        c.offset(row * rs + col),
-                        bias.wrapping_offset(row * bias_rs + col),
-                        mask.wrapping_offset(row * mask_rs + col),
-                    );
+                    let to = c.offset(row * rs + col);
+                    if plain {
+                        S::store(to, x);
+                    } else {
+                        vep.store(x, to, bias.at_in_row(row, col), mask.at_in_row(row, col));
+                    }
                 }
             }
             return;
         }
         for (i, acc_row) in acc.iter().enumerate().take(rows) {
-            let c_row = c.offset(i as isize * rs);
-            let bias_row = bias.wrapping_offset(i as isize * bias_rs);
-            let mask_row = mask.wrapping_offset(i as isize * mask_rs);
+            let row = i as isize;
             for (v, &x) in acc_row.iter().enumerate() {
                 let j = v * S::LANES;
                 if j + S::LANES <= cols {
-                    ep.store(x, c_row.add(j), bias_row.wrapping_add(j), mask_row.wrapping_add(j));
+                    let col = j as isize;
+                    vep.store(x, c.offset(row * rs + col), bias.at_in_row(row, col), mask.at_in_row(row, col));
                 } else if j < cols {
                     let mut lanes = [zero; 16];
                     S::store(lanes.as_mut_ptr(), x);
                     for (l, &x) in lanes.iter().enumerate().take(cols - j) {
-                        scalar(x, c_row.add(j + l), bias_row.wrapping_add(j + l), mask_row.wrapping_add(j + l));
+                        ep.store_at(x, c.offset(row * rs + (j + l) as isize), i, j + l, fma);
                     }
                 }
             }
@@ -363,9 +352,7 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
     }
     for i in 0..rows {
         for j in 0..cols {
-            let at = i as isize * bias_rs + j as isize * bias_cs;
-            let mask_at = mask.wrapping_offset(i as isize * mask_rs + j as isize * mask_cs);
-            scalar(*tile.add(i * nr + j), c.offset(i as isize * rs + j as isize * cs), bias.wrapping_offset(at), mask_at);
+            ep.store_at(*tile.add(i * nr + j), c.offset(i as isize * rs + j as isize * cs), i, j, fma);
         }
     }
 }

@@ -107,5 +107,5 @@ unsafe fn neon_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
     microkernel::<NeonF64, 8, 3>(kc, a, b, st)
 }
 
-pub(crate) const NEON_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 12, run: neon_f32, run_strided: None };
-pub(crate) const NEON_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 6, run: neon_f64, run_strided: None };
+pub(crate) const NEON_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 12, run: neon_f32, run_in_place: None };
+pub(crate) const NEON_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 6, run: neon_f64, run_in_place: None };

@@ -3,18 +3,15 @@
 //! Register blocks (rows × columns of C, vectors along the columns so row-major C stores are
 //! whole vectors):
 //! - AVX-512 (32 zmm): f32 8 × 48, f64 8 × 24 — 24 accumulators, 3 for B, 1 broadcast:
-//!   11 loads per 24 FMAs. Measured against 12 × 32 / 14 × 16 (2 B vectors, 14–16 loads per
-//!   24–28 FMAs) on the AVX-512 development machine: f64 ~45 → ~48 GFLOP/s on one core, f32
-//!   on par or slightly ahead.
+//!   11 loads per 24 FMAs (against 12 × 32 / 14 × 16: docs/measurements.md, "Kernels").
 //! - AVX-512 narrow: f32 8 × 32, f64 8 × 16 — 16 accumulators, 2 for B, for a narrow C that the
 //!   wide blocks would pad (n = 64 is 96 columns at NR = 48): `HasKernels::microkernel_for`.
-//!   Same MR, so the same KC and bit-identical results; ~5–10 % slower per FLOP than the wide
-//!   blocks, 15–25 % faster overall for n = 10…128 (one core, medians).
+//!   Same MR, so the same KC and bit-identical results; slower per FLOP, faster overall there.
 //! - AVX2 (16 ymm):    f32  6 × 16, f64  6 × 8  — 12 accumulators, 2 for B, 1 broadcast.
 
 use core::arch::x86_64::*;
 
-use super::{microkernel, microkernel_strided, MicroKernel, Simd, Strided, TileStore};
+use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, TileStore};
 use crate::gemm::Isa;
 
 #[derive(Clone, Copy)]
@@ -257,26 +254,26 @@ unsafe fn avx2_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f32_strided(kc: usize, src: &Strided<f32>, st: &TileStore<f32>) {
-    microkernel_strided::<Avx2F32, 6, 2>(kc, src, st)
+unsafe fn avx2_f32_in_place(kc: usize, src: &InPlaceOperands<f32>, st: &TileStore<f32>) {
+    microkernel_in_place::<Avx2F32, 6, 2>(kc, src, st)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f64_strided(kc: usize, src: &Strided<f64>, st: &TileStore<f64>) {
-    microkernel_strided::<Avx2F64, 6, 2>(kc, src, st)
+unsafe fn avx2_f64_in_place(kc: usize, src: &InPlaceOperands<f64>, st: &TileStore<f64>) {
+    microkernel_in_place::<Avx2F64, 6, 2>(kc, src, st)
 }
 
-// (The AVX-512 kernels have no strided twin yet: it could not be measured on an AVX-512
+// (The AVX-512 kernels have no in-place twin yet: it could not be measured on an AVX-512
 // machine, so small products there keep packing.)
-pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 48, run: avx512_f32, run_strided: None };
-pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 24, run: avx512_f64, run_strided: None };
+pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 48, run: avx512_f32, run_in_place: None };
+pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 24, run: avx512_f64, run_in_place: None };
 pub(crate) const AVX2_F32: MicroKernel<f32> =
-    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_f32, run_strided: Some(avx2_f32_strided) };
+    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_f32, run_in_place: Some(avx2_f32_in_place) };
 pub(crate) const AVX2_F64: MicroKernel<f64> =
-    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 8, run: avx2_f64, run_strided: Some(avx2_f64_strided) };
+    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 8, run: avx2_f64, run_in_place: Some(avx2_f64_in_place) };
 /// The narrow AVX-512 blocks (8 × 32 f32, 8 × 16 f64: 16 accumulators, 2 for B), for a C
 /// whose width the wide blocks would pad a lot (see `HasKernels::microkernel_for`).
 pub(crate) const AVX512_F32_NARROW: MicroKernel<f32> =
-    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 32, run: avx512_f32_narrow, run_strided: None };
+    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 32, run: avx512_f32_narrow, run_in_place: None };
 pub(crate) const AVX512_F64_NARROW: MicroKernel<f64> =
-    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 16, run: avx512_f64_narrow, run_strided: None };
+    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 16, run: avx512_f64_narrow, run_in_place: None };

@@ -118,7 +118,7 @@ unsafe fn pack_panel<Y: Transpose<N>, const N: usize>(
         true
     } else if src.k_stride == 1 && (width.is_multiple_of(N) || width < N) {
         // (A partial tile after whole ones, f64's MR = 6 as 4 + 2, would need a masked store
-        // on every row: slower than the scalar path on Zen 3, measured.)
+        // on every row: slower than the scalar path, docs/measurements.md, "Packing".)
         transpose::<Y, N>(width, kc, src, dst, sums);
         true
     } else {

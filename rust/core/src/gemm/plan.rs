@@ -1,0 +1,95 @@
+//! The plan: which path a product takes, on how many threads, with which kernel and cache
+//! blocks. Every threshold that chooses between paths is here; the measurements behind each
+//! are in docs/measurements.md ("GEMM paths").
+//!
+//! | path      | when                                                         | what runs            |
+//! |-----------|--------------------------------------------------------------|----------------------|
+//! | empty     | m, n or k is 0                                               | the epilogue, sums   |
+//! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`]                                  | a plain loop         |
+//! | in place  | B's rows contiguous, the ISA has an in-place kernel, and     | the micro-kernel on  |
+//! |           | small (≤ [`IN_PLACE_MAX_WORK`], k in one KC block) or skinny | A and B where they   |
+//! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie                  |
+//! | packed    | everything else                                              | the five loops       |
+//!
+//! Products under [`PARALLEL_MIN_WORK`] multiply-adds stay on the calling thread.
+
+use super::blocking::{Blocking, CacheSizes};
+use super::dispatch::{HasKernels, Isa};
+use super::kernel::{InPlaceKernelFn, MicroKernel};
+use super::problem::Problem;
+
+/// Products up to this many multiply-adds run the plain loop, without the kernel's tiles.
+pub(super) const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
+/// Products up to this many multiply-adds (and k within one KC block, B's rows contiguous)
+/// run the kernel on the operands in place where the ISA has an in-place kernel.
+pub(super) const IN_PLACE_MAX_WORK: usize = 96 * 96 * 96;
+/// C at most this many kernel tiles wide or tall is skinny: packing its big operand would
+/// serve that many tiles only.
+pub(super) const SKINNY_TILES: usize = 2;
+/// The largest operand the kernel reads in place a line per row per k step, its rows far
+/// apart (A with rows along memory's columns, B with long rows): every step then touches
+/// another page, which the hardware prefetchers do not cross.
+pub(super) const FAR_ROWS_MAX_BYTES: usize = 4 << 20;
+/// Products below this many multiply-adds stay on one thread (waking and joining threads
+/// costs tens of microseconds).
+pub(super) const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
+
+/// How one product is computed.
+pub(super) enum Path<T> {
+    /// m, n or k is 0: only the epilogue on C (k = 0) and the requested sums.
+    Empty,
+    /// A plain loop over C, for tiny products.
+    Direct,
+    /// The micro-kernel reading A and B where they lie.
+    InPlace(InPlaceKernelFn<T>),
+    /// The five loops around the micro-kernel on packed panels.
+    Packed,
+}
+
+pub(super) struct Plan<T> {
+    pub path: Path<T>,
+    pub kernel: MicroKernel<T>,
+    pub blocking: Blocking,
+    /// Whether the library's threads join in.
+    pub parallel: bool,
+}
+
+/// The plan for `p` on `isa`: depends on the shapes, strides and ISA only, never on the
+/// thread count, so every element gets the same operations whatever the team.
+pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let kernel = T::microkernel_for(isa, n);
+    let blocking = Blocking::new(kernel.mr, kernel.nr, core::mem::size_of::<T>(), CacheSizes::get());
+    let work = m * n * k;
+    let path = if work == 0 {
+        Path::Empty
+    } else if work <= DIRECT_MAX_WORK {
+        Path::Direct
+    } else {
+        match kernel.run_in_place {
+            Some(run) if in_place_pays(p, &kernel, blocking.kc) => Path::InPlace(run),
+            _ => Path::Packed,
+        }
+    };
+    Plan { path, kernel, blocking, parallel: p.parallel && work >= PARALLEL_MIN_WORK }
+}
+
+/// Whether the kernel should read the operands in place rather than packed: when B's lanes
+/// are contiguous and packing would not repay its copy. A small product (within one KC block)
+/// costs less than packing it; a skinny one would pack its big operand for one or two tiles'
+/// use, as long as the kernel's reads stream (see [`FAR_ROWS_MAX_BYTES`]).
+fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize) -> bool {
+    let (m, n, k) = (p.m, p.n, p.k);
+    if p.b.cs != 1 {
+        return false;
+    }
+    if m * n * k <= IN_PLACE_MAX_WORK && k <= kc {
+        return true;
+    }
+    let skinny = n.div_ceil(kern.nr) <= SKINNY_TILES || m.div_ceil(kern.mr) <= SKINNY_TILES;
+    // Each k step reads one element of each of A's MR rows and NR lanes of one row of B.
+    let size = core::mem::size_of::<T>();
+    let a_streams = p.a.cs == 1 || m * k * size <= FAR_ROWS_MAX_BYTES;
+    let b_streams = p.b.rs.unsigned_abs() <= 2 * kern.nr || k * n * size <= FAR_ROWS_MAX_BYTES;
+    skinny && a_streams && b_streams
+}
