@@ -30,6 +30,20 @@ def kernel_ready(x: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     return x
 
 
+def may_overlap_itself(x: np.ndarray) -> bool:
+    """Whether two elements of ``x`` could share memory (an ``as_strided`` view whose rows
+    overlap): False only when, with the dimensions sorted by stride, each stride reaches past
+    everything the smaller ones span (a sufficient condition, as cheap as NumPy's own first
+    check)."""
+    dims = sorted((abs(s), n) for s, n in zip(x.strides, x.shape) if n > 1)
+    reach = x.itemsize - 1
+    for stride, n in dims:
+        if stride <= reach:
+            return True
+        reach += stride * (n - 1)
+    return False
+
+
 def float_dtype(func: str, *arrays) -> np.dtype:
     """The float32 or float64 result dtype of ``arrays`` (``None`` entries ignored); TypeError
     naming the dtypes for anything else."""

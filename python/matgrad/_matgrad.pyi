@@ -1,6 +1,6 @@
 """Type stubs for the compiled extension ``matgrad._matgrad`` (thin glue over matgrad-core).
 
-These functions take arrays already normalized by the Python layer: float32 or float64 of
+Apart from ``matmul``, these functions take arrays already normalized by the Python layer: float32 or float64 of
 one dtype, aligned, native byte order. They compute into the given output arrays with the GIL
 released and raise ValueError/TypeError for anything else.
 """
@@ -10,7 +10,11 @@ import numpy.typing as npt
 
 __version__: str
 
-def matmul(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], /) -> None:
+def matmul(a: npt.ArrayLike, b: npt.ArrayLike, /, out: npt.NDArray | None = None) -> npt.NDArray | np.generic:
+    """``matgrad.matmul`` itself: numpy.matmul's semantics; the common call computed here, any
+    other handed to ``matgrad._matmul.matmul_general``."""
+
+def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], /) -> None:
     """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
     ``out``'s or 1 (broadcast)."""
 

@@ -10,50 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import _matgrad
-from ._arrays import F32, F64, kernel_ready
+from ._arrays import F32, F64, kernel_ready, may_overlap_itself
 from ._shapes import check_out_shape, matmul_shapes
 
 
-def matmul(a, b, /, out=None):
-    """Matrix product of two arrays, exactly as :func:`numpy.matmul`.
-
-    ``a`` (..., m, k) and ``b`` (..., k, n) give (..., m, n), batch dimensions broadcast.
-    A 1-D ``a`` is a row vector and a 1-D ``b`` a column vector, and the added axis is removed
-    from the result (vector @ vector is a NumPy scalar). Transposed, sliced, reversed and
-    broadcast views are read in place, never copied.
-
-    ``out`` (positional or keyword) receives the result and is returned; it may be a
-    non-contiguous view, may overlap ``a`` or ``b``, and must have the result's shape and a
-    dtype the result casts to under ``same_kind``.
-
-    >>> import numpy as np, matgrad
-    >>> matgrad.matmul(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1.0, 1.0]))
-    array([3., 7.])
-    """
-    # The common case, kept short (the general path costs ~10-25 us of Python): native float
-    # arrays of one dtype, matrices or stacks of them with the same batch shape, and an `out`,
-    # if any, of exactly the result's shape and dtype that overlaps neither.
-    if type(a) is np.ndarray and type(b) is np.ndarray:
-        dtype = a.dtype
-        nd = a.ndim
-        if (nd >= 2 and b.ndim == nd and (dtype is F32 or dtype is F64) and b.dtype is dtype
-                and a.shape[-1] == b.shape[-2] and a.shape[:-2] == b.shape[:-2]):
-            shape = a.shape[:-1] + b.shape[-1:]
-            if out is None:
-                c = np.empty(shape, dtype)
-            elif (type(out) is np.ndarray and out.dtype is dtype and out.shape == shape
-                    and out.flags.writeable and not np.may_share_memory(out, a)
-                    and not np.may_share_memory(out, b)):
-                c = out
-            else:
-                c = None
-            if c is not None:
-                try:
-                    _matgrad.matmul(a, b, c)
-                    return c
-                except ValueError:
-                    pass  # unaligned data or odd strides: the general path copies them
-    return _matmul_general(a, b, out)
+#: The public function: the common call (exact float32/float64 ndarrays of one dtype,
+#: matrices, vectors or stacks of one batch shape, an ``out`` of exactly the result's shape and
+#: dtype that overlaps nothing) runs end to end in the extension, which hands every other call
+#: to :func:`matmul_general`.
+matmul = _matgrad.matmul
 
 
 def _check_out(out, s, dtype: np.dtype, shapes: str) -> tuple:
@@ -75,7 +40,11 @@ def _check_out(out, s, dtype: np.dtype, shapes: str) -> tuple:
     return out, out_batch
 
 
-def _matmul_general(a, b, out):
+def matmul_general(a, b, out):
+    """:func:`matmul` for what the extension does not take itself: array-likes, broadcast
+    batches, mixed or other dtypes, unaligned or byte-swapped data, and ``out`` of another
+    dtype or overlapping an operand or itself (computed into a temporary, then copied, as NumPy
+    does)."""
     a = np.asarray(a)
     b = np.asarray(b)
     s = matmul_shapes("matmul", a.shape, b.shape)
@@ -96,6 +65,7 @@ def _matmul_general(a, b, out):
         and out.dtype.isnative
         and out.flags.aligned
         and not any(st % out.itemsize for st in out.strides)
+        and not may_overlap_itself(out)
         and not np.may_share_memory(out, a)
         and not np.may_share_memory(out, b)
     )
@@ -108,7 +78,7 @@ def _matmul_general(a, b, out):
         nd = len(full_shape)
         a3 = a2.reshape((1,) * (nd - a2.ndim) + a2.shape)
         b3 = b2.reshape((1,) * (nd - b2.ndim) + b2.shape)
-        _matgrad.matmul(a3, b3, target)
+        _matgrad.matmul_into(a3, b3, target)
 
     if out is not None:
         if not in_place:

@@ -261,9 +261,9 @@ fn every_kernel_block_boundaries() {
             check::<f32>(&Case::plain(m, n, k), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, isa, 7);
             check::<f64>(&Case::plain(m, n, k), Layout::ColMajor, Layout::Padded, Layout::Padded, isa, 8);
         }
-        // The narrow kernel, where the ISA has one: the widest C that selects it (past its NC
-        // if any width there does), with k crossing its KC.
-        if let Some(narrow) = <f32 as HasKernels>::narrow_microkernel(isa) {
+        // Each narrower kernel: the widest C that selects it (past its NC if any width there
+        // does), with k crossing its KC.
+        for narrow in &<f32 as HasKernels>::microkernels(isa)[1..] {
             let blk = Blocking::new(narrow.mr(), narrow.nr(), 4, CacheSizes::get());
             let n = (1..2 * blk.nc).rev().find(|&n| <f32 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
             check::<f32>(
@@ -274,8 +274,9 @@ fn every_kernel_block_boundaries() {
                 isa,
                 9,
             );
+            check::<f32>(&Case::plain(narrow.mr() + 3, n, 40), Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, isa, 19);
         }
-        if let Some(narrow) = <f64 as HasKernels>::narrow_microkernel(isa) {
+        for narrow in &<f64 as HasKernels>::microkernels(isa)[1..] {
             let blk = Blocking::new(narrow.mr(), narrow.nr(), 8, CacheSizes::get());
             let n = (1..2 * blk.nc).rev().find(|&n| <f64 as HasKernels>::microkernel_for(isa, n).nr() == narrow.nr()).unwrap();
             check::<f64>(
@@ -286,13 +287,14 @@ fn every_kernel_block_boundaries() {
                 isa,
                 10,
             );
+            check::<f64>(&Case::plain(narrow.mr() + 3, n, 40), Layout::RowMajor, Layout::RowMajor, Layout::Padded, isa, 20);
         }
     }
 }
 
-/// Which register block a product uses depends on C's width, but both blocks of an ISA share
+/// Which register block a product uses depends on C's width, but all blocks of an ISA share
 /// MR and so KC: every element is summed in the same order, and a column of C comes out the
-/// same bits whether it is computed in a narrow or a wide product.
+/// same bits whether it is computed in a thin, a narrow or a wide product.
 #[test]
 fn narrow_and_wide_kernels_give_the_same_bits() {
     for isa in Isa::supported() {
@@ -308,15 +310,20 @@ fn narrow_and_wide_kernels_give_the_same_bits() {
                 .run();
             c
         };
-        let (narrow_n, wide_n) = (64, 500);
-        if <f32 as HasKernels>::narrow_microkernel(isa).is_some() {
-            let nr = |n| <f32 as HasKernels>::microkernel_for(isa, n).nr();
-            assert!(nr(narrow_n) != nr(wide_n), "{}: both widths chose the same kernel", isa.name());
-        }
-        let (narrow, wide) = (product(narrow_n), product(wide_n));
-        for i in 0..m {
-            for j in 0..narrow_n {
-                assert!(narrow[i * narrow_n + j].to_bits() == wide[i * wide_n + j].to_bits(), "{}: C[{i}, {j}] differs", isa.name());
+        let wide_n = 500;
+        let wide = product(wide_n);
+        let nr = |n| <f32 as HasKernels>::microkernel_for(isa, n).nr();
+        let kernels = <f32 as HasKernels>::microkernels(isa);
+        // One width per kernel (the widest that selects it), each checked against the wide product.
+        let widths: Vec<usize> = kernels.iter().map(|kern| (1..wide_n).rev().find(|&n| nr(n) == kern.nr()).unwrap()).collect();
+        assert!(kernels.len() == 1 || widths.windows(2).all(|w| nr(w[0]) != nr(w[1])), "{}: widths {widths:?}", isa.name());
+        for narrow_n in widths {
+            let narrow = product(narrow_n);
+            for i in 0..m {
+                for j in 0..narrow_n {
+                    let (x, y) = (narrow[i * narrow_n + j], wide[i * wide_n + j]);
+                    assert!(x.to_bits() == y.to_bits(), "{}: n = {narrow_n}, C[{i}, {j}] differs", isa.name());
+                }
             }
         }
     }
@@ -452,6 +459,61 @@ fn results_are_bitwise_identical_for_any_thread_count() {
     let one = run(1);
     for t in [2, 3, 4] {
         assert!(run(t) == one, "results differ between 1 and {t} threads");
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+/// Matrix·vector, vector·matrix and vector·vector products (C a column or a row): the dots
+/// form, the columns form and the plain loop (by the layouts), k around the vector widths,
+/// with every epilogue and both sums.
+#[test]
+fn vector_products() {
+    for isa in Isa::supported() {
+        for &(m, n) in &[(1, 1), (1, 37), (37, 1), (1, 300), (600, 1), (5, 1), (1, 3)] {
+            for &k in &[1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 257] {
+                let seed = (m * 1000 + n * 10 + k) as u64;
+                for (t, &la) in LAYOUTS.iter().enumerate() {
+                    let (lb, lc) = (LAYOUTS[(t + 1) % 4], LAYOUTS[(t + k) % 4]);
+                    check::<f32>(&Case::plain(m, n, k), la, lb, lc, isa, seed);
+                    check::<f64>(&Case::plain(m, n, k), lb, la, lc, isa, seed + 1);
+                }
+                for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                    let case =
+                        Case { m, n, k, alpha: -1.5, beta: if t == 1 { 0.0 } else { 0.75 }, bias, relu: t != 0, sums: true, mask: t != 1 };
+                    check::<f32>(&case, Layout::RowMajor, Layout::RowMajor, LAYOUTS[t], isa, seed + 2);
+                    check::<f64>(&case, Layout::ColMajor, Layout::Reversed, LAYOUTS[t + 1], isa, seed + 3);
+                }
+            }
+        }
+    }
+}
+
+/// Vector products split their outputs among the threads, never k: the same bits on any
+/// number of threads, in both forms.
+#[test]
+fn vector_products_are_bitwise_identical_for_any_thread_count() {
+    let (m, k) = (3001, 777);
+    let mut rng = Lcg(43);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
+    let x: Vec<f32> = (0..k).map(|_| rng.next() as f32).collect();
+    let run = |threads_n: usize, a_layout: (isize, isize)| {
+        threads::set_num_threads(threads_n).unwrap();
+        let mut y = vec![f32::NAN; m];
+        Gemm::new(
+            MatRef::from_slice(&a, 0, m, k, a_layout.0, a_layout.1),
+            MatRef::from_slice(&x, 0, k, 1, 1, 1),
+            MatMut::from_slice(&mut y, 0, m, 1, 1, 1),
+        )
+        .unwrap()
+        .run();
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    // Rows contiguous (the dots form), then columns contiguous (the columns form).
+    for layout in [(k as isize, 1), (1, m as isize)] {
+        let one = run(1, layout);
+        for t in [2, 3, 4] {
+            assert!(run(t, layout) == one, "{layout:?}: results differ between 1 and {t} threads");
+        }
     }
     threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }

@@ -12,7 +12,9 @@ use matgrad_core::threads;
 use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
+mod fast;
 #[cfg(feature = "gpu")]
 mod gpu;
 mod views;
@@ -46,10 +48,35 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
     }
 }
 
+/// Matrix product of two arrays, exactly as numpy.matmul.
+///
+/// ``a`` (..., m, k) and ``b`` (..., k, n) give (..., m, n), batch dimensions broadcast.
+/// A 1-D ``a`` is a row vector and a 1-D ``b`` a column vector, and the added axis is removed
+/// from the result (vector @ vector is a NumPy scalar). Transposed, sliced, reversed and
+/// broadcast views are read in place, never copied.
+///
+/// ``out`` (positional or keyword) receives the result and is returned; it may be a
+/// non-contiguous view, may overlap ``a``, ``b`` or itself, and must have the result's shape
+/// and a dtype the result casts to under ``same_kind``.
+///
+/// >>> import numpy as np, matgrad
+/// >>> matgrad.matmul(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1.0, 1.0]))
+/// array([3., 7.])
+#[pyfunction]
+#[pyo3(signature = (a, b, /, out=None))]
+fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    if let Some(result) = fast::matmul(py, a, b, out)? {
+        return Ok(result);
+    }
+    static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let general = GENERAL.get_or_try_init(py, || py.import("matgrad._matmul")?.getattr("matmul_general").map(Bound::unbind))?;
+    general.call1(py, (a, b, out))
+}
+
 /// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
 /// (>= 2); a batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
 #[pyfunction]
-fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+fn matmul_into(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
     with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out))
 }
 
@@ -293,6 +320,7 @@ fn mlp2_loss_and_grads(
 #[pymodule]
 fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(matmul_into, m)?)?;
     m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
     m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;

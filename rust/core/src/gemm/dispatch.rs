@@ -2,6 +2,8 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86;
 use super::kernel::{generic, MicroKernel};
 use crate::element::Element;
 
@@ -86,74 +88,59 @@ impl Isa {
 const UNSET: u8 = u8::MAX;
 static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
 
-/// Elements with a micro-kernel per ISA. Implemented for `f32` and `f64` only.
+/// Elements with micro-kernels per ISA. Implemented for `f32` and `f64` only.
 pub trait HasKernels: Element {
-    /// The micro-kernel for `isa` (its widest register block); the caller has checked
+    /// The register blocks of `isa`, widest first, all with the same MR (hence the same KC
+    /// and the same bits for a product, whichever computes it); the caller has checked
     /// `isa.is_supported()`.
-    fn microkernel(isa: Isa) -> MicroKernel<Self>;
+    fn microkernels(isa: Isa) -> &'static [MicroKernel<Self>];
 
-    /// A narrower register block for `isa`, where it has one: slower per FLOP than
-    /// [`HasKernels::microkernel`] but with less zero padding for a narrow C.
-    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<Self>> {
-        let _ = isa;
-        None
+    /// The widest register block of `isa`.
+    fn microkernel(isa: Isa) -> MicroKernel<Self> {
+        Self::microkernels(isa)[0]
     }
 
-    /// The kernel for a C of `n` columns: the narrow block when the wide one would compute
-    /// more than [`NARROW_MARGIN`] times as many (padded) columns, e.g. n = 64 is 96 columns
-    /// with NR = 48 but 64 with NR = 32. Depends on `n` only, never on the thread count.
+    /// The kernel for a C of `n` columns: the widest one that computes at most
+    /// [`NARROW_MARGIN`] times as many (padded) columns as the least padded, e.g. n = 64 is 96
+    /// columns with NR = 48 but 64 with NR = 32 or 16, so NR = 32. Depends on `n` only, never
+    /// on the thread count.
     fn microkernel_for(isa: Isa, n: usize) -> MicroKernel<Self> {
-        let wide = Self::microkernel(isa);
-        match Self::narrow_microkernel(isa) {
-            Some(narrow) if n.next_multiple_of(wide.nr()) as f64 > NARROW_MARGIN * n.next_multiple_of(narrow.nr()) as f64 => narrow,
-            _ => wide,
-        }
+        let kernels = Self::microkernels(isa);
+        let least = kernels.iter().map(|k| n.next_multiple_of(k.nr())).min().unwrap_or(n);
+        *kernels.iter().find(|k| n.next_multiple_of(k.nr()) as f64 <= NARROW_MARGIN * least as f64).unwrap_or(&kernels[0])
     }
 }
 
-/// How much more padded work the wide kernel may do before the narrow one is used.
+/// How much more padded work a wider kernel may do before a narrower one is used.
 pub const NARROW_MARGIN: f64 = 1.08;
 
 impl HasKernels for f32 {
-    fn microkernel(isa: Isa) -> MicroKernel<f32> {
+    fn microkernels(isa: Isa) -> &'static [MicroKernel<f32>] {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => super::kernel::x86::AVX512_F32,
+            Isa::Avx512 => &[x86::AVX512_F32, x86::AVX512_F32_NARROW, x86::AVX512_F32_THIN],
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => super::kernel::x86::AVX2_F32,
+            Isa::Avx2 => &[x86::AVX2_F32, x86::AVX2_F32_THIN],
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => super::kernel::neon::NEON_F32,
-            _ => generic::kernel(),
-        }
-    }
-
-    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<f32>> {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Some(super::kernel::x86::AVX512_F32_NARROW),
-            _ => None,
+            Isa::Neon => &[super::kernel::neon::NEON_F32],
+            _ => &GENERIC_F32,
         }
     }
 }
 
 impl HasKernels for f64 {
-    fn microkernel(isa: Isa) -> MicroKernel<f64> {
+    fn microkernels(isa: Isa) -> &'static [MicroKernel<f64>] {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => super::kernel::x86::AVX512_F64,
+            Isa::Avx512 => &[x86::AVX512_F64, x86::AVX512_F64_NARROW, x86::AVX512_F64_THIN],
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => super::kernel::x86::AVX2_F64,
+            Isa::Avx2 => &[x86::AVX2_F64, x86::AVX2_F64_THIN],
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => super::kernel::neon::NEON_F64,
-            _ => generic::kernel(),
-        }
-    }
-
-    fn narrow_microkernel(isa: Isa) -> Option<MicroKernel<f64>> {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Some(super::kernel::x86::AVX512_F64_NARROW),
-            _ => None,
+            Isa::Neon => &[super::kernel::neon::NEON_F64],
+            _ => &GENERIC_F64,
         }
     }
 }
+
+static GENERIC_F32: [MicroKernel<f32>; 1] = [generic::kernel::<f32>()];
+static GENERIC_F64: [MicroKernel<f64>; 1] = [generic::kernel::<f64>()];

@@ -30,6 +30,7 @@ mod plan;
 mod problem;
 mod small;
 mod sums;
+mod vector;
 mod view;
 
 pub use batch::{gemm_batched, Batch};

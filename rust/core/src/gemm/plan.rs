@@ -5,10 +5,11 @@
 //! | path      | when                                                         | what runs            |
 //! |-----------|--------------------------------------------------------------|----------------------|
 //! | empty     | m, n or k is 0                                               | the epilogue, sums   |
-//! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`]                                  | a plain loop         |
-//! | in place  | B's rows contiguous, the ISA has an in-place kernel, and     | the micro-kernel on  |
+//! | vector    | m or n is 1                                                  | dots or columns      |
+//! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`], k in one KC block) or skinny | A and B where they   |
-//! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie                  |
+//! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie, masked edges    |
+//! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`] (B's rows not contiguous)        | a plain loop         |
 //! | packed    | everything else                                              | the five loops       |
 //!
 //! Products under [`PARALLEL_MIN_WORK`] multiply-adds stay on the calling thread.
@@ -21,7 +22,7 @@ use super::problem::Problem;
 /// Products up to this many multiply-adds run the plain loop, without the kernel's tiles.
 pub(super) const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
 /// Products up to this many multiply-adds (and k within one KC block, B's rows contiguous)
-/// run the kernel on the operands in place where the ISA has an in-place kernel.
+/// run the kernel on the operands in place.
 pub(super) const IN_PLACE_MAX_WORK: usize = 96 * 96 * 96;
 /// C at most this many kernel tiles wide or tall is skinny: packing its big operand would
 /// serve that many tiles only.
@@ -38,7 +39,9 @@ pub(super) const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
 pub(super) enum Path<T> {
     /// m, n or k is 0: only the epilogue on C (k = 0) and the requested sums.
     Empty,
-    /// A plain loop over C, for tiny products.
+    /// C a row or a column: matrix·vector, vector·matrix, vector·vector (vector.rs).
+    Vector,
+    /// A plain loop over C, for tiny products whose B the kernels cannot read in place.
     Direct,
     /// The micro-kernel reading A and B where they lie.
     InPlace(InPlaceKernelFn<T>),
@@ -63,13 +66,14 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
     let work = m * n * k;
     let path = if work == 0 {
         Path::Empty
+    } else if m == 1 || n == 1 {
+        Path::Vector
+    } else if in_place_pays(p, &kernel, blocking.kc) {
+        Path::InPlace(kernel.run_in_place)
     } else if work <= DIRECT_MAX_WORK {
         Path::Direct
     } else {
-        match kernel.run_in_place {
-            Some(run) if in_place_pays(p, &kernel, blocking.kc) => Path::InPlace(run),
-            _ => Path::Packed,
-        }
+        Path::Packed
     };
     Plan { path, kernel, blocking, parallel: p.parallel && work >= PARALLEL_MIN_WORK }
 }

@@ -6,7 +6,7 @@ use super::epilogue::Epilogue;
 use super::kernel::TileStore;
 use super::pack::Block;
 use super::plan::{plan, Path};
-use super::{small, sums, Gemm};
+use super::{small, sums, vector, Gemm};
 use crate::threads::{self, Team};
 
 pub(super) struct Problem<T> {
@@ -107,6 +107,7 @@ impl<T: HasKernels> Problem<T> {
         };
         match plan.path {
             Path::Empty => self.run_empty(),
+            Path::Vector => vector::gemv(self, isa, team),
             Path::Direct => small::gemm_direct(self, isa),
             Path::InPlace(run) => small::gemm_in_place(self, &plan.kernel, run, plan.blocking.kc, team),
             Path::Packed => self.run_packed(&plan.kernel, plan.blocking, team),

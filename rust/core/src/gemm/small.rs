@@ -6,63 +6,55 @@
 //! - [`gemm_in_place`], for small ones and for skinny ones (C one or two tiles wide or tall,
 //!   so each element of the big operand would be packed for one or two tiles' use): the
 //!   register-blocked micro-kernel reading A and B where they lie ([`InPlaceOperands`]), so
-//!   nothing is copied but a last, partial strip of B.
+//!   nothing is copied.
 
 use super::blocking::even_block;
 use super::kernel::{InPlaceKernelFn, InPlaceOperands, MicroKernel, MAX_MR};
-use super::problem::{Problem, SendPtr};
+use super::problem::Problem;
 use super::{sums, HasKernels, Isa};
-use crate::buffers::with_scratch;
 use crate::threads::Team;
 
 /// C = A B through the micro-kernel without packing: A's rows and B's rows (contiguous) are
 /// read where they lie, tile after tile, each tile over all of k in the same KC blocks as the
-/// packed path (so the same operations in the same order: the same bits). Columns of a last
-/// partial NR strip are copied into a zero-padded strip first, so no vector load reads past
-/// B. Tiles are shared among `team`'s threads, consecutive tiles sharing B's strip; the
+/// packed path (so the same operations in the same order: the same bits). A last, partial
+/// strip of B is read with masked loads, so nothing past B is touched and nothing is copied.
+/// Tiles are shared among `team`'s threads, consecutive tiles sharing B's strip; the
 /// requested sums are added up first, in k order as packing adds them.
 ///
 /// SAFETY: as for [`Problem::run`]; B's lanes are contiguous (`p.b.cs == 1`); `run` is the
-/// strided twin of `kern` and its ISA is supported by this CPU; `kc` is a multiple of 8.
+/// in-place twin of `kern` and its ISA is supported by this CPU; `kc` is a multiple of 8.
 pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, run: InPlaceKernelFn<T>, kc: usize, team: &Team) {
     let (m, n, k) = (p.m, p.n, p.k);
     let (mr, nr) = (kern.mr, kern.nr);
     debug_assert!(p.b.cs == 1 && mr <= MAX_MR);
     let kc = even_block(k, kc, 8);
     sums::add_up(p);
-    let tail = n % nr;
-    with_scratch::<T, _>(if tail > 0 { k * nr } else { 0 }, |strip| {
-        if tail > 0 {
-            let j0 = n - tail;
-            for q in 0..k {
-                let row = core::slice::from_raw_parts(p.b.at(q, j0), tail);
-                strip[q * nr..q * nr + tail].copy_from_slice(row);
-                strip[q * nr + tail..(q + 1) * nr].fill(T::ZERO);
-            }
+    let panels = m.div_ceil(mr);
+    let tile = |t: usize| {
+        let (i0, j0) = (t % panels * mr, t / panels * nr);
+        let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
+        let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b: p.b.at(0, j0), b_k: p.b.rs, b_lanes: cols };
+        for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
+            *row = p.a.at(i0 + i.min(rows - 1), 0);
         }
-        let strip = SendPtr(strip.as_mut_ptr());
-        let panels = m.div_ceil(mr);
-        let tile = |t: usize| {
-            let (i0, j0) = (t % panels * mr, t / panels * nr);
-            let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
-            let (b, b_k) = if cols == nr { (p.b.at(0, j0), p.b.rs) } else { (strip.get().cast_const(), nr as isize) };
-            let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k };
-            for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
-                *row = p.a.at(i0 + i.min(rows - 1), 0);
+        for pc in (0..k).step_by(kc) {
+            let steps = kc.min(k - pc);
+            run(steps, &src, &p.store(i0, j0, rows, cols, pc == 0, pc + steps == k));
+            // (Wrapping: past the last block the pointers are never read.)
+            for row in src.rows.iter_mut().take(mr) {
+                *row = row.wrapping_offset(steps as isize * src.a_k);
             }
-            for pc in (0..k).step_by(kc) {
-                let steps = kc.min(k - pc);
-                run(steps, &src, &p.store(i0, j0, rows, cols, pc == 0, pc + steps == k));
-                // (Wrapping: past the last block the pointers are never read.)
-                for row in src.rows.iter_mut().take(mr) {
-                    *row = row.wrapping_offset(steps as isize * src.a_k);
-                }
-                src.b = src.b.wrapping_offset(steps as isize * b_k);
-            }
-        };
-        // SAFETY: each tile of C is written by one task; A, B and the strip are only read.
-        team.run_ranges(panels * n.div_ceil(nr), 1, |tiles| tiles.for_each(tile));
-    });
+            src.b = src.b.wrapping_offset(steps as isize * src.b_k);
+        }
+    };
+    let tiles = panels * n.div_ceil(nr);
+    if team.threads() == 1 {
+        // Small products: no task machinery at all.
+        (0..tiles).for_each(tile);
+    } else {
+        // SAFETY: each tile of C is written by one task; A and B are only read.
+        team.run_ranges(tiles, 1, |range| range.for_each(tile));
+    }
 }
 
 /// Columns of C accumulated at a time (a few KiB of stack).

@@ -6,7 +6,7 @@
 
 use core::marker::PhantomData;
 
-use super::{microkernel, MicroKernel, Simd, TileStore};
+use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, TileStore};
 use crate::element::Element;
 use crate::gemm::Isa;
 
@@ -17,6 +17,25 @@ impl<T: Element> Simd for Scalar<T> {
     type T = T;
     type V = T;
     const LANES: usize = 1;
+    type Mask = bool;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> bool {
+        count > 0
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const T, m: bool) -> T {
+        if m {
+            *p
+        } else {
+            T::ZERO
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut T, v: T, m: bool) {
+        if m {
+            *p = v
+        }
+    }
     #[inline(always)]
     unsafe fn zero() -> T {
         T::ZERO
@@ -63,6 +82,10 @@ unsafe fn generic<T: Element>(kc: usize, a: *const T, b: *const T, st: &TileStor
     microkernel::<Scalar<T>, 4, 4>(kc, a, b, st)
 }
 
-pub(crate) fn kernel<T: Element>() -> MicroKernel<T> {
-    MicroKernel { isa: Isa::Generic, mr: 4, nr: 4, run: generic::<T>, run_in_place: None }
+unsafe fn generic_in_place<T: Element>(kc: usize, src: &InPlaceOperands<T>, st: &TileStore<T>) {
+    microkernel_in_place::<Scalar<T>, 4, 4>(kc, src, st)
+}
+
+pub(crate) const fn kernel<T: Element>() -> MicroKernel<T> {
+    MicroKernel { isa: Isa::Generic, mr: 4, nr: 4, run: generic::<T>, run_in_place: generic_in_place::<T> }
 }

@@ -70,6 +70,15 @@ pub(crate) trait Simd: Copy {
         }
         Self::load(v.as_ptr())
     }
+    /// A set of lanes for the masked loads and stores.
+    type Mask: Copy;
+    /// The first `count` lanes (`count <= LANES`).
+    unsafe fn first_lanes(count: usize) -> Self::Mask;
+    /// Loads the lanes in `m`, zero in the others, whose memory is not touched (so a load at
+    /// the edge of an operand never reads past it).
+    unsafe fn load_masked(p: *const Self::T, m: Self::Mask) -> Self::V;
+    /// Stores the lanes in `m`, leaving the memory of the others untouched.
+    unsafe fn store_masked(p: *mut Self::T, v: Self::V, m: Self::Mask);
     /// The scalar twin of [`Simd::fmadd`], for edge tiles: fused exactly when `fmadd` is.
     unsafe fn fmadd_scalar(a: Self::T, b: Self::T, c: Self::T) -> Self::T;
     /// A hint to bring the cache line holding `p` into L1 (never faults; may do nothing).
@@ -77,6 +86,26 @@ pub(crate) trait Simd: Copy {
     unsafe fn prefetch(p: *const Self::T) {
         let _ = p;
     }
+}
+
+/// [`Simd::load_masked`] for ISAs without masked loads: the first `count` lanes copied
+/// through a zeroed buffer.
+#[inline(always)]
+#[allow(dead_code)] // (used by the NEON and portable kernels only)
+pub(crate) unsafe fn load_first_through_buffer<S: Simd>(p: *const S::T, count: usize) -> S::V {
+    let mut lanes = [<S::T as Element>::ZERO; 16];
+    core::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), count);
+    S::load(lanes.as_ptr())
+}
+
+/// [`Simd::store_masked`] for ISAs without masked stores: the first `count` lanes copied out
+/// of a buffer.
+#[inline(always)]
+#[allow(dead_code)] // (used by the NEON and portable kernels only)
+pub(crate) unsafe fn store_first_through_buffer<S: Simd>(p: *mut S::T, v: S::V, count: usize) {
+    let mut lanes = [<S::T as Element>::ZERO; 16];
+    S::store(lanes.as_mut_ptr(), v);
+    core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, count);
 }
 
 /// Where and how one micro-kernel call writes its tile (see the module's contract).
@@ -99,10 +128,9 @@ pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>
 pub(crate) const MAX_MR: usize = 16;
 
 /// Unpacked operands of one tile, for [`microkernel_in_place`]: row `i` of A at k step `p` is
-/// `rows[i][p * a_k]`; B's NR lanes at k step `p` are contiguous from `b + p * b_k`.
+/// `rows[i][p * a_k]`; B's `b_lanes` (<= NR) lanes at k step `p` are contiguous from
+/// `b + p * b_k` (lanes past them are read as zero, with masked loads).
 #[derive(Clone, Copy)]
-// Only the AVX2 kernels have in-place twins so far (the others could not be measured here).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct InPlaceOperands<T> {
     /// One pointer per row of the tile; rows past C's edge repeat the last real row (read,
     /// never stored), so nothing outside A is touched.
@@ -110,6 +138,7 @@ pub(crate) struct InPlaceOperands<T> {
     pub a_k: isize,
     pub b: *const T,
     pub b_k: isize,
+    pub b_lanes: usize,
 }
 
 /// A micro-kernel reading its operands in place: `run(kc, operands, store)`.
@@ -123,8 +152,8 @@ pub struct MicroKernel<T> {
     pub(crate) mr: usize,
     pub(crate) nr: usize,
     pub(crate) run: KernelFn<T>,
-    /// The same kernel on unpacked operands, where the ISA has one (small and skinny products).
-    pub(crate) run_in_place: Option<InPlaceKernelFn<T>>,
+    /// The same kernel on operands read in place (small and skinny products).
+    pub(crate) run_in_place: InPlaceKernelFn<T>,
 }
 
 impl<T> MicroKernel<T> {
@@ -182,24 +211,43 @@ pub(crate) unsafe fn microkernel<S: Simd, const MR: usize, const NV: usize>(
     store_tile::<S, MR, NV>(acc, st);
 }
 
-/// [`microkernel`] on operands read in place ([`InPlaceOperands`]): for products whose packing would
-/// cost more than it saves (small ones, and skinny ones whose big operand would be packed
+/// [`microkernel`] on operands read in place ([`InPlaceOperands`]): for products whose packing
+/// would cost more than it saves (small ones, and skinny ones whose big operand would be packed
 /// for one or two tiles). The same operations in the same order, so a product gives the same
-/// bits either way.
+/// bits either way. A tile narrower than NR loads B with masks, so nothing past B is read.
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn microkernel_in_place<S: Simd, const MR: usize, const NV: usize>(
     kc: usize,
     src: &InPlaceOperands<S::T>,
     st: &TileStore<S::T>,
 ) {
+    let acc = if src.b_lanes >= NV * S::LANES {
+        in_place_k_loop::<S, MR, NV, false>(kc, src)
+    } else {
+        in_place_k_loop::<S, MR, NV, true>(kc, src)
+    };
+    store_tile::<S, MR, NV>(acc, st);
+}
+
+/// The k loop of [`microkernel_in_place`]; `EDGE`: B's lanes end inside the tile.
+#[inline(always)]
+unsafe fn in_place_k_loop<S: Simd, const MR: usize, const NV: usize, const EDGE: bool>(
+    kc: usize,
+    src: &InPlaceOperands<S::T>,
+) -> [[S::V; NV]; MR] {
     let mut acc = [[S::zero(); NV]; MR];
-    let InPlaceOperands { rows, a_k, b, b_k } = *src;
+    let InPlaceOperands { rows, a_k, b, b_k, b_lanes } = *src;
+    let mut masks = [S::first_lanes(0); NV];
+    if EDGE {
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = S::first_lanes(b_lanes.saturating_sub(v * S::LANES).min(S::LANES));
+        }
+    }
     for p in 0..kc as isize {
         let mut bv = [S::zero(); NV];
         let b_row = b.offset(p * b_k);
         for (v, bv) in bv.iter_mut().enumerate() {
-            *bv = S::load(b_row.add(v * S::LANES));
+            *bv = if EDGE { S::load_masked(b_row.add(v * S::LANES), masks[v]) } else { S::load(b_row.add(v * S::LANES)) };
         }
         for (acc_row, row) in acc.iter_mut().zip(rows) {
             let ai = S::splat(*row.offset(p * a_k));
@@ -208,7 +256,7 @@ pub(crate) unsafe fn microkernel_in_place<S: Simd, const MR: usize, const NV: us
             }
         }
     }
-    store_tile::<S, MR, NV>(acc, st);
+    acc
 }
 
 /// One k step: NV loads of b, MR broadcasts of a, MR·NV FMAs.
@@ -257,6 +305,29 @@ impl<S: Simd> VectorEpilogue<S> {
         }
     }
 
+    /// [`VectorEpilogue::store`] for the lanes in `m` only: C, the bias and the mask are read
+    /// and C written in those lanes alone.
+    #[inline(always)]
+    unsafe fn store_masked(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T, m: S::Mask) {
+        let mut x = x;
+        if let Some(alpha) = self.alpha {
+            x = S::mul(alpha, x);
+        }
+        if let Some(beta) = self.beta {
+            x = S::fmadd(beta, S::load_masked(c, m), x);
+        }
+        if self.bias {
+            x = S::add(x, S::load_masked(bias, m));
+        }
+        if self.relu {
+            x = S::max(S::zero(), x);
+        }
+        if self.mask {
+            x = S::keep_where_positive(S::load_masked(mask, m), x);
+        }
+        S::store_masked(c, x, m);
+    }
+
     /// Whether the store is all there is (alpha 1, beta 0, no bias, ReLU or mask).
     #[inline(always)]
     fn is_plain(&self) -> bool {
@@ -297,7 +368,6 @@ impl<S: Simd> VectorEpilogue<S> {
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]; MR], st: &TileStore<S::T>) {
     let nr = NV * S::LANES;
-    let zero = <S::T as Element>::ZERO;
     // Locals, so that stores through C cannot force these to be re-read.
     let TileStore { c, rs, cs, rows, cols, ep } = *st;
     let Epilogue { bias, mask, .. } = ep;
@@ -331,11 +401,9 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]
                     let col = j as isize;
                     vep.store(x, c.offset(row * rs + col), bias.at_in_row(row, col), mask.at_in_row(row, col));
                 } else if j < cols {
-                    let mut lanes = [zero; 16];
-                    S::store(lanes.as_mut_ptr(), x);
-                    for (l, &x) in lanes.iter().enumerate().take(cols - j) {
-                        ep.store_at(x, c.offset(row * rs + (j + l) as isize), i, j + l, fma);
-                    }
+                    let col = j as isize;
+                    let m = S::first_lanes(cols - j);
+                    vep.store_masked(x, c.offset(row * rs + col), bias.at_in_row(row, col), mask.at_in_row(row, col), m);
                 }
             }
         }

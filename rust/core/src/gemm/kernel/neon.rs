@@ -4,7 +4,10 @@
 
 use core::arch::aarch64::*;
 
-use super::{microkernel, MicroKernel, Simd, TileStore};
+use super::{
+    load_first_through_buffer, microkernel, microkernel_in_place, store_first_through_buffer, InPlaceOperands, MicroKernel, Simd, TileStore,
+};
+use crate::gemm::vector::{gemv_with, Gemv};
 use crate::gemm::Isa;
 
 #[derive(Clone, Copy)]
@@ -18,6 +21,19 @@ impl Simd for NeonF32 {
     type T = f32;
     type V = float32x4_t;
     const LANES: usize = 4;
+    type Mask = usize;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> usize {
+        count
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, count: usize) -> float32x4_t {
+        load_first_through_buffer::<Self>(p, count)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, v: float32x4_t, count: usize) {
+        store_first_through_buffer::<Self>(p, v, count)
+    }
     #[inline(always)]
     unsafe fn zero() -> float32x4_t {
         vdupq_n_f32(0.0)
@@ -61,6 +77,19 @@ impl Simd for NeonF64 {
     type T = f64;
     type V = float64x2_t;
     const LANES: usize = 2;
+    type Mask = usize;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> usize {
+        count
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f64, count: usize) -> float64x2_t {
+        load_first_through_buffer::<Self>(p, count)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f64, v: float64x2_t, count: usize) {
+        store_first_through_buffer::<Self>(p, v, count)
+    }
     #[inline(always)]
     unsafe fn zero() -> float64x2_t {
         vdupq_n_f64(0.0)
@@ -107,5 +136,23 @@ unsafe fn neon_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>)
     microkernel::<NeonF64, 8, 3>(kc, a, b, st)
 }
 
-pub(crate) const NEON_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 12, run: neon_f32, run_in_place: None };
-pub(crate) const NEON_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 6, run: neon_f64, run_in_place: None };
+unsafe fn neon_f32_in_place(kc: usize, src: &InPlaceOperands<f32>, st: &TileStore<f32>) {
+    microkernel_in_place::<NeonF32, 8, 3>(kc, src, st)
+}
+
+unsafe fn neon_f64_in_place(kc: usize, src: &InPlaceOperands<f64>, st: &TileStore<f64>) {
+    microkernel_in_place::<NeonF64, 8, 3>(kc, src, st)
+}
+
+pub(crate) const NEON_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 12, run: neon_f32, run_in_place: neon_f32_in_place };
+pub(crate) const NEON_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 6, run: neon_f64, run_in_place: neon_f64_in_place };
+
+/// SAFETY: as for `vector::gemv_with`.
+pub(crate) unsafe fn gemv_neon_f32(g: &Gemv<f32>, rows: core::ops::Range<usize>) {
+    gemv_with::<NeonF32>(g, rows)
+}
+
+/// SAFETY: as for `vector::gemv_with`.
+pub(crate) unsafe fn gemv_neon_f64(g: &Gemv<f64>, rows: core::ops::Range<usize>) {
+    gemv_with::<NeonF64>(g, rows)
+}

@@ -4,15 +4,30 @@
 //! whole vectors):
 //! - AVX-512 (32 zmm): f32 8 × 48, f64 8 × 24 — 24 accumulators, 3 for B, 1 broadcast:
 //!   11 loads per 24 FMAs (against 12 × 32 / 14 × 16: docs/measurements.md, "Kernels").
-//! - AVX-512 narrow: f32 8 × 32, f64 8 × 16 — 16 accumulators, 2 for B, for a narrow C that the
-//!   wide blocks would pad (n = 64 is 96 columns at NR = 48): `HasKernels::microkernel_for`.
-//!   Same MR, so the same KC and bit-identical results; slower per FLOP, faster overall there.
-//! - AVX2 (16 ymm):    f32  6 × 16, f64  6 × 8  — 12 accumulators, 2 for B, 1 broadcast.
+//! - AVX-512 narrow: f32 8 × 32, f64 8 × 16 — 16 accumulators, 2 for B, and thin: 8 × 16 and
+//!   8 × 8, one vector a row, for a narrow C that the wide blocks would pad (n = 64 is 96
+//!   columns at NR = 48): `HasKernels::microkernel_for`. Same MR, so the same KC and
+//!   bit-identical results; slower per FLOP, faster overall there.
+//! - AVX2 (16 ymm):    f32  6 × 16, f64  6 × 8  — 12 accumulators, 2 for B, 1 broadcast;
+//!   thin 6 × 8 and 6 × 4.
+//!
+//! Every block has a twin that reads A and B in place (small and skinny products).
 
 use core::arch::x86_64::*;
 
 use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, TileStore};
+use crate::gemm::vector::{gemv_with, Gemv};
 use crate::gemm::Isa;
+
+/// AVX2 masks: a 32-bit lane is selected when its sign bit is set, so the mask for the first
+/// `count` lanes is the window of this table starting at `8 - count`.
+const FIRST_LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// The AVX2 mask selecting the first `count` of 8 32-bit lanes (count <= 8).
+#[inline(always)]
+pub(crate) unsafe fn first_lanes_mask(count: usize) -> __m256i {
+    _mm256_loadu_si256(FIRST_LANES.as_ptr().add(8 - count).cast())
+}
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512F32;
@@ -32,6 +47,19 @@ impl Simd for Avx512F32 {
     type T = f32;
     type V = __m512;
     const LANES: usize = 16;
+    type Mask = __mmask16;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> __mmask16 {
+        ((1u32 << count) - 1) as __mmask16
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __mmask16) -> __m512 {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, v: __m512, m: __mmask16) {
+        _mm512_mask_storeu_ps(p, m, v)
+    }
     #[inline(always)]
     unsafe fn zero() -> __m512 {
         _mm512_setzero_ps()
@@ -79,6 +107,19 @@ impl Simd for Avx512F64 {
     type T = f64;
     type V = __m512d;
     const LANES: usize = 8;
+    type Mask = __mmask8;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> __mmask8 {
+        ((1u32 << count) - 1) as __mmask8
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f64, m: __mmask8) -> __m512d {
+        _mm512_maskz_loadu_pd(m, p)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f64, v: __m512d, m: __mmask8) {
+        _mm512_mask_storeu_pd(p, m, v)
+    }
     #[inline(always)]
     unsafe fn zero() -> __m512d {
         _mm512_setzero_pd()
@@ -125,6 +166,19 @@ impl Simd for Avx2F32 {
     type T = f32;
     type V = __m256;
     const LANES: usize = 8;
+    type Mask = __m256i;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> __m256i {
+        first_lanes_mask(count)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __m256i) -> __m256 {
+        _mm256_maskload_ps(p, m)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f32, v: __m256, m: __m256i) {
+        _mm256_maskstore_ps(p, m, v)
+    }
     #[inline(always)]
     unsafe fn zero() -> __m256 {
         _mm256_setzero_ps()
@@ -176,6 +230,20 @@ impl Simd for Avx2F64 {
     type T = f64;
     type V = __m256d;
     const LANES: usize = 4;
+    type Mask = __m256i;
+    #[inline(always)]
+    unsafe fn first_lanes(count: usize) -> __m256i {
+        // A 64-bit lane is selected by the sign bit of its upper 32-bit half.
+        first_lanes_mask(2 * count)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f64, m: __m256i) -> __m256d {
+        _mm256_maskload_pd(p, m)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(p: *mut f64, v: __m256d, m: __m256i) {
+        _mm256_maskstore_pd(p, m, v)
+    }
     #[inline(always)]
     unsafe fn zero() -> __m256d {
         _mm256_setzero_pd()
@@ -223,57 +291,56 @@ impl Simd for Avx2F64 {
     }
 }
 
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn avx512_f32(kc: usize, a: *const f32, b: *const f32, st: &TileStore<f32>) {
-    microkernel::<Avx512F32, 8, 3>(kc, a, b, st)
+/// One register block of one ISA: its kernel on packed panels, its twin reading the operands
+/// in place, and the [`MicroKernel`] that names them (`NV` vectors of `LANES` per tile row).
+macro_rules! register_block {
+    ($(#[$doc:meta])* $name:ident: $simd:ty, $t:ty, $isa:expr, $feature:literal, MR = $mr:literal, NV = $nv:literal) => {
+        $(#[$doc])*
+        pub(crate) const $name: MicroKernel<$t> = {
+            #[target_feature(enable = $feature)]
+            unsafe fn packed(kc: usize, a: *const $t, b: *const $t, st: &TileStore<$t>) {
+                microkernel::<$simd, $mr, $nv>(kc, a, b, st)
+            }
+            #[target_feature(enable = $feature)]
+            unsafe fn in_place(kc: usize, src: &InPlaceOperands<$t>, st: &TileStore<$t>) {
+                microkernel_in_place::<$simd, $mr, $nv>(kc, src, st)
+            }
+            MicroKernel { isa: $isa, mr: $mr, nr: $nv * <$simd as Simd>::LANES, run: packed, run_in_place: in_place }
+        };
+    };
 }
 
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn avx512_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>) {
-    microkernel::<Avx512F64, 8, 3>(kc, a, b, st)
+// Every block of one ISA and dtype has the same MR, hence the same KC (blocking.rs), so they
+// give the same bits for the same product: which one a product uses depends on its width only.
+register_block!(AVX512_F32: Avx512F32, f32, Isa::Avx512, "avx512f,fma", MR = 8, NV = 3);
+register_block!(AVX512_F64: Avx512F64, f64, Isa::Avx512, "avx512f,fma", MR = 8, NV = 3);
+register_block!(
+    /// 8 × 32: 16 accumulators, 2 for B, for a C the wide block would pad (n = 64 is 96 columns at NR = 48).
+    AVX512_F32_NARROW: Avx512F32, f32, Isa::Avx512, "avx512f,fma", MR = 8, NV = 2
+);
+register_block!(AVX512_F64_NARROW: Avx512F64, f64, Isa::Avx512, "avx512f,fma", MR = 8, NV = 2);
+register_block!(
+    /// 8 × 16: one vector per row, for C at most 16 columns wide (or its last 16).
+    AVX512_F32_THIN: Avx512F32, f32, Isa::Avx512, "avx512f,fma", MR = 8, NV = 1
+);
+register_block!(AVX512_F64_THIN: Avx512F64, f64, Isa::Avx512, "avx512f,fma", MR = 8, NV = 1);
+register_block!(AVX2_F32: Avx2F32, f32, Isa::Avx2, "avx2,fma", MR = 6, NV = 2);
+register_block!(AVX2_F64: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 2);
+register_block!(AVX2_F32_THIN: Avx2F32, f32, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
+register_block!(AVX2_F64_THIN: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
+
+/// The vector products (gemm/vector.rs) in each ISA's registers.
+macro_rules! gemv_kernel {
+    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
+        /// SAFETY: as for `vector::gemv_with`; the CPU has the features.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn $name(g: &Gemv<$t>, rows: core::ops::Range<usize>) {
+            gemv_with::<$simd>(g, rows)
+        }
+    };
 }
 
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn avx512_f32_narrow(kc: usize, a: *const f32, b: *const f32, st: &TileStore<f32>) {
-    microkernel::<Avx512F32, 8, 2>(kc, a, b, st)
-}
-
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn avx512_f64_narrow(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>) {
-    microkernel::<Avx512F64, 8, 2>(kc, a, b, st)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f32(kc: usize, a: *const f32, b: *const f32, st: &TileStore<f32>) {
-    microkernel::<Avx2F32, 6, 2>(kc, a, b, st)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f64(kc: usize, a: *const f64, b: *const f64, st: &TileStore<f64>) {
-    microkernel::<Avx2F64, 6, 2>(kc, a, b, st)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f32_in_place(kc: usize, src: &InPlaceOperands<f32>, st: &TileStore<f32>) {
-    microkernel_in_place::<Avx2F32, 6, 2>(kc, src, st)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f64_in_place(kc: usize, src: &InPlaceOperands<f64>, st: &TileStore<f64>) {
-    microkernel_in_place::<Avx2F64, 6, 2>(kc, src, st)
-}
-
-// (The AVX-512 kernels have no in-place twin yet: it could not be measured on an AVX-512
-// machine, so small products there keep packing.)
-pub(crate) const AVX512_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 48, run: avx512_f32, run_in_place: None };
-pub(crate) const AVX512_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Avx512, mr: 8, nr: 24, run: avx512_f64, run_in_place: None };
-pub(crate) const AVX2_F32: MicroKernel<f32> =
-    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_f32, run_in_place: Some(avx2_f32_in_place) };
-pub(crate) const AVX2_F64: MicroKernel<f64> =
-    MicroKernel { isa: Isa::Avx2, mr: 6, nr: 8, run: avx2_f64, run_in_place: Some(avx2_f64_in_place) };
-/// The narrow AVX-512 blocks (8 × 32 f32, 8 × 16 f64: 16 accumulators, 2 for B), for a C
-/// whose width the wide blocks would pad a lot (see `HasKernels::microkernel_for`).
-pub(crate) const AVX512_F32_NARROW: MicroKernel<f32> =
-    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 32, run: avx512_f32_narrow, run_in_place: None };
-pub(crate) const AVX512_F64_NARROW: MicroKernel<f64> =
-    MicroKernel { isa: Isa::Avx512, mr: 8, nr: 16, run: avx512_f64_narrow, run_in_place: None };
+gemv_kernel!(gemv_avx512_f32: Avx512F32, f32, "avx512f,fma");
+gemv_kernel!(gemv_avx512_f64: Avx512F64, f64, "avx512f,fma");
+gemv_kernel!(gemv_avx2_f32: Avx2F32, f32, "avx2,fma");
+gemv_kernel!(gemv_avx2_f64: Avx2F64, f64, "avx2,fma");

@@ -30,18 +30,6 @@ pub(super) unsafe fn pack_panel_f64(width: usize, kc: usize, src: Panel<f64>, ds
 /// Only sound to call where AVX2 is enabled: from the `#[target_feature]` functions below.
 trait Transpose<const N: usize>: Simd {
     unsafe fn transpose(r: [Self::V; N]) -> [Self::V; N];
-    /// Stores the first `count` (< N) lanes of `v` at `p`, touching nothing past them.
-    unsafe fn store_first(p: *mut Self::T, v: Self::V, count: usize);
-}
-
-/// `_mm256_maskstore_*` masks: lane i is stored when its mask's sign bit is set, so the
-/// mask for the first `count` lanes is the window of this table starting at `8 - count`.
-const FIRST_LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-
-/// The mask selecting the first `count` of 8 32-bit lanes (count <= 8).
-#[inline(always)]
-unsafe fn first_lanes_mask(count: usize) -> __m256i {
-    _mm256_loadu_si256(FIRST_LANES.as_ptr().add(8 - count).cast())
 }
 
 impl Transpose<8> for Avx2F32 {
@@ -75,11 +63,6 @@ impl Transpose<8> for Avx2F32 {
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ]
     }
-
-    #[inline(always)]
-    unsafe fn store_first(p: *mut f32, v: __m256, count: usize) {
-        _mm256_maskstore_ps(p, first_lanes_mask(count), v)
-    }
 }
 
 impl Transpose<4> for Avx2F64 {
@@ -96,12 +79,6 @@ impl Transpose<4> for Avx2F64 {
             _mm256_permute2f128_pd::<0x31>(t0, t2),
             _mm256_permute2f128_pd::<0x31>(t1, t3),
         ]
-    }
-
-    #[inline(always)]
-    unsafe fn store_first(p: *mut f64, v: __m256d, count: usize) {
-        // A 64-bit lane is stored when the sign bit of its upper 32-bit half is set.
-        _mm256_maskstore_pd(p, first_lanes_mask(2 * count), v)
     }
 }
 
@@ -190,7 +167,7 @@ unsafe fn transpose<Y: Transpose<N>, const N: usize>(width: usize, kc: usize, sr
                 if cols == N || p0 + p + 1 < kc {
                     Y::store(to, row);
                 } else {
-                    Y::store_first(to, row, cols);
+                    Y::store_masked(to, row, Y::first_lanes(cols));
                 }
                 if sums.is_some() {
                     acc_v = Y::add(acc_v, row);
