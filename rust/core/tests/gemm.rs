@@ -573,3 +573,60 @@ fn views_reaching_outside_their_slice_are_refused() {
     let a = [0f32; 6];
     let _ = MatRef::from_slice(&a, 0, 3, 3, 3, 1);
 }
+
+/// One batched product of `count` matrices: A (count, m, k) row-major, or with a gap of 3
+/// elements after each matrix (so its matrices do not stack); B (k, n) shared by all (batch
+/// stride 0); C (count, m, n) row-major or each matrix column-major. Returns C's bits after
+/// checking every element against an f64 reference.
+fn batched_shared_b(count: usize, (m, n, k): (usize, usize, usize), gap: usize, c_col_major: bool, threads_n: usize) -> Vec<u64> {
+    threads::set_num_threads(threads_n).unwrap();
+    let mut rng = Lcg((count * 31 + m * 7 + n * 3 + k) as u64);
+    let a_stride = m * k + gap;
+    let a: Vec<f64> = (0..count * a_stride).map(|_| rng.next()).collect();
+    let b: Vec<f64> = (0..k * n).map(|_| rng.next()).collect();
+    let mut c = vec![f64::NAN; count * m * n];
+    let (c_rs, c_cs) = if c_col_major { (1, m as isize) } else { (n as isize, 1) };
+    let shape = [count];
+    let (sa, sb, sc) = ([a_stride as isize], [0isize], [(m * n) as isize]);
+    // SAFETY: every batch offset stays inside the three buffers, and C's matrices are disjoint.
+    unsafe {
+        gemm_batched(
+            MatRef::from_slice(&a, 0, m, k, k as isize, 1),
+            MatRef::from_slice(&b, 0, k, n, n as isize, 1),
+            MatMut::from_raw_parts(c.as_mut_ptr(), m, n, c_rs, c_cs),
+            Batch { shape: &shape, a_strides: &sa, b_strides: &sb, c_strides: &sc },
+        )
+        .unwrap();
+    }
+    for t in 0..count {
+        for i in 0..m {
+            for j in 0..n {
+                let terms = (0..k).map(|p| a[t * a_stride + i * k + p] * b[p * n + j]);
+                let (want, mag): (f64, f64) = terms.fold((0.0, 0.0), |(s, g), x| (s + x, g + x.abs()));
+                let got = c[t * m * n + (i as isize * c_rs + j as isize * c_cs) as usize];
+                let tol = 2.0 * (k as f64 + 2.0) * f64::EPSILON * mag + f64::MIN_POSITIVE;
+                assert!((got - want).abs() <= tol, "{count} x ({m}, {n}, {k}) gap {gap}: C[{t}][{i},{j}] = {got}, want {want}");
+            }
+        }
+    }
+    c.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Batches with a shared B: stacked A and C (one product of all their rows), A with gaps
+/// between its matrices (a product per matrix, planned once, on the threads), a column-major
+/// C (the transposed problem per matrix), tiny to parallel sizes; the same bits on any number
+/// of threads.
+#[test]
+fn batched_products_with_a_shared_operand() {
+    for &(count, shape) in
+        &[(1000, (4, 4, 4)), (64, (32, 32, 32)), (7, (33, 17, 20)), (3, (130, 70, 90)), (5, (1, 40, 30)), (9, (20, 1, 30))]
+    {
+        for gap in [0, 3] {
+            for c_col_major in [false, true] {
+                let one = batched_shared_b(count, shape, gap, c_col_major, 1);
+                assert!(batched_shared_b(count, shape, gap, c_col_major, 2) == one, "{count} x {shape:?}: 1 and 2 threads differ");
+            }
+        }
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}

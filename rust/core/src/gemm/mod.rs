@@ -179,14 +179,20 @@ impl<'a, T: HasKernels> Gemm<'a, T> {
     }
 
     pub fn run(self) {
+        let (problem, isa) = self.into_problem();
+        // SAFETY: the views were validated by their constructors and Gemm::new's shape check.
+        unsafe { problem.run(isa) }
+    }
+
+    /// The raw problem and the ISA it runs on.
+    fn into_problem(self) -> (Problem<T>, Isa) {
         let isa = self.isa.unwrap_or_else(Isa::active);
-        let mut problem = Problem::from(self);
+        let problem = Problem::from(self);
         // The kernels store whole vectors along C's rows; a column-major C is the transposed
         // problem Cᵀ = Bᵀ Aᵀ with a row-major Cᵀ.
         if problem.c_cs != 1 && problem.c_rs == 1 {
-            problem = problem.transposed();
+            return (problem.transposed(), isa);
         }
-        // SAFETY: the views were validated by their constructors and Gemm::new's shape check.
-        unsafe { problem.run(isa) }
+        (problem, isa)
     }
 }

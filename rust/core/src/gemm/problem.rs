@@ -5,10 +5,11 @@ use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
 use super::kernel::TileStore;
 use super::pack::Block;
-use super::plan::{plan, Path};
+use super::plan::{plan, Path, Plan};
 use super::{small, sums, vector, Gemm};
 use crate::threads::{self, Team};
 
+#[derive(Clone, Copy)]
 pub(super) struct Problem<T> {
     pub m: usize,
     pub n: usize,
@@ -22,6 +23,8 @@ pub(super) struct Problem<T> {
     pub a_row_sums: Option<*mut T>,
     pub b_col_sums: Option<*mut T>,
     pub parallel: bool,
+    /// Whether this is the transposed problem Cᵀ = Bᵀ Aᵀ (A here is the caller's B).
+    pub swapped: bool,
 }
 
 // SAFETY: a Problem is read by the threads of one GEMM, which write disjoint tiles of C and
@@ -57,6 +60,7 @@ impl<'a, T: HasKernels> From<Gemm<'a, T>> for Problem<T> {
             a_row_sums: g.a_row_sums.map(|s| s.as_mut_ptr()),
             b_col_sums: g.b_col_sums.map(|s| s.as_mut_ptr()),
             parallel: g.parallel,
+            swapped: false,
         }
     }
 }
@@ -75,7 +79,20 @@ impl<T: HasKernels> Problem<T> {
             ep: self.ep.transposed(),
             a_row_sums: self.b_col_sums,
             b_col_sums: self.a_row_sums,
+            swapped: !self.swapped,
             ..self
+        }
+    }
+
+    /// The same problem on the caller's A, B and C `oa`, `ob`, `oc` elements further on (the
+    /// next matrices of a batch).
+    pub fn shifted(&self, oa: isize, ob: isize, oc: isize) -> Self {
+        let (oa, ob) = if self.swapped { (ob, oa) } else { (oa, ob) };
+        Problem {
+            a: Block { ptr: self.a.ptr.wrapping_offset(oa), ..self.a },
+            b: Block { ptr: self.b.ptr.wrapping_offset(ob), ..self.b },
+            c: self.c.wrapping_offset(oc),
+            ..*self
         }
     }
 
@@ -105,6 +122,14 @@ impl<T: HasKernels> Problem<T> {
             serial = Team::SERIAL;
             &serial
         };
+        self.run_planned(&plan, isa, team)
+    }
+
+    /// [`Problem::run`] with a plan made for a problem of the same shapes and strides.
+    ///
+    /// # Safety
+    /// As for [`Problem::run`]; `plan` is `plan(p, isa)` for a `p` like this one.
+    pub unsafe fn run_planned(&self, plan: &Plan<T>, isa: Isa, team: &Team) {
         match plan.path {
             Path::Empty => self.run_empty(),
             Path::Vector => vector::gemv(self, isa, team),

@@ -83,11 +83,6 @@ impl<'a, T> MatRef<'a, T> {
         unsafe { Self::from_raw_parts(data.as_ptr().wrapping_add(base), rows, cols, rs, cs) }
     }
 
-    /// The same layout `offset` elements further on (for batches).
-    pub(super) fn shifted(&self, offset: isize) -> Self {
-        MatRef { ptr: self.ptr.wrapping_offset(offset), ..*self }
-    }
-
     /// The transposed view (no copy).
     pub fn t(self) -> Self {
         MatRef { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
@@ -136,11 +131,6 @@ impl<'a, T> MatMut<'a, T> {
     /// A second handle on the same elements, for the duration of the borrow.
     pub fn reborrow(&mut self) -> MatMut<'_, T> {
         MatMut { ptr: self.ptr, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs, _life: PhantomData }
-    }
-
-    /// The same layout `offset` elements further on (for batches; the caller keeps them disjoint).
-    pub(super) fn shifted(&self, offset: isize) -> MatMut<'_, T> {
-        MatMut { ptr: self.ptr.wrapping_offset(offset), rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs, _life: PhantomData }
     }
 
     /// The transposed view (no copy).
