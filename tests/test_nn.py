@@ -384,13 +384,13 @@ def test_relu_mask_is_fused_into_the_grad_x_gemm(dtype):
     mask = np.maximum(rng.standard_normal((n, h)), 0).astype(dtype)  # a ReLU output
     mask[::5, ::3] = np.nan                                          # NaN > 0 is false
     got = np.full((n, h), np.nan, dtype)
-    _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask[:, :])
+    _matgrad.linear_backward_into(g, mask, w, False, got, None, None, False, mask[:, :])
     full = g.astype(np.float64) @ w.T.astype(np.float64)
     want = np.where(mask > 0, full, 0.0)
     tol = 4 * c * np.finfo(dtype).eps * (np.abs(g) @ np.abs(w).T)
     assert np.all(got[~(mask > 0)] == 0)
     assert np.all(np.abs(got - want) <= tol)
     with pytest.raises(ValueError, match="does not fit"):
-        _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask[:, :-1])
+        _matgrad.linear_backward_into(g, mask, w, False, got, None, None, False, mask[:, :-1])
     with pytest.raises(TypeError, match="grad_x_relu_mask"):
-        _matgrad.linear_backward(g, mask, w, False, got, None, None, False, mask.astype(np.float16))
+        _matgrad.linear_backward_into(g, mask, w, False, got, None, None, False, mask.astype(np.float16))

@@ -13,14 +13,16 @@ from ._arrays import float_dtype, kernel_ready, rows, sum_to_shape
 from ._matmul import matmul
 from ._shapes import check_bias, check_grad_y, linear_dims, matmul_backward_shapes, weight_is_out_in
 
+#: The public functions: their common call (exact ndarrays of one float dtype, x of one or
+#: two dimensions) runs end to end in the extension, which hands every other call to
+#: :func:`linear_general` and :func:`linear_backward_general` (docstrings in the extension).
+linear = _matgrad.linear
+linear_backward = _matgrad.linear_backward
 
-def linear(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
-    """The linear layer: ``x @ W + bias`` (``weight_layout="in_out"``, W of shape (in, out))
-    or torch's ``x @ W.T + bias`` (``"out_in"``, W of shape (out, in)).
 
-    ``x`` has any number of leading dimensions (..., in); the result is (..., out). The bias
-    is added as the GEMM stores each tile of the result, not in a second pass.
-    """
+def linear_general(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
+    """:func:`linear` for the calls the extension does not take itself: array-likes, mixed
+    dtypes, x of three or more dimensions, unaligned or byte-swapped data, and every error."""
     out_in = weight_is_out_in(weight_layout)
     x = np.asarray(x)
     w = np.asarray(weight)
@@ -34,15 +36,10 @@ def linear(x, weight, bias=None, /, *, weight_layout: str = "in_out"):
     return y.reshape(x.shape[:-1] + (n_out,))
 
 
-def linear_backward(grad_y, x, weight, /, *, weight_layout: str = "in_out", grad_x: bool = True,
-                    grad_weight: bool = True, grad_bias: bool = True):
-    """Gradients of :func:`linear` given ``grad_y`` = ∂L/∂y.
-
-    Returns ``(grad_x, grad_weight, grad_bias)``, ``None`` for those not asked for:
-    grad_x = G Wᵀ (..., in); grad_weight in the weight's own layout (Xᵀ G, or Gᵀ X for
-    ``"out_in"``); grad_bias = the column sums of G, summed while G is packed for the
-    grad_weight GEMM. Leading dimensions of ``x`` and ``grad_y`` are flattened.
-    """
+def linear_backward_general(grad_y, x, weight, /, *, weight_layout: str = "in_out",
+                            grad_x: bool = True, grad_weight: bool = True, grad_bias: bool = True):
+    """:func:`linear_backward` for the calls the extension does not take itself (as for
+    :func:`linear_general`)."""
     out_in = weight_is_out_in(weight_layout)
     g = np.asarray(grad_y)
     x = np.asarray(x)
@@ -56,7 +53,7 @@ def linear_backward(grad_y, x, weight, /, *, weight_layout: str = "in_out", grad
     gw = np.empty(w.shape, dtype) if grad_weight else None
     gb = np.empty(n_out, dtype) if grad_bias else None
     if gx is not None or gw is not None or gb is not None:
-        _matgrad.linear_backward(g2, x2, kernel_ready(w, dtype), out_in, gx, gw, gb)
+        _matgrad.linear_backward_into(g2, x2, kernel_ready(w, dtype), out_in, gx, gw, gb)
     return (None if gx is None else gx.reshape(x.shape), gw, gb)
 
 

@@ -18,6 +18,15 @@ def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: n
     """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
     ``out``'s or 1 (broadcast)."""
 
+def linear(x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None, /, *, weight_layout: str = "in_out") -> npt.NDArray:
+    """``matgrad.linear`` itself: the common call computed here, any other handed to
+    ``matgrad._grad.linear_general``."""
+
+def linear_backward(grad_y: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, /, *, weight_layout: str = "in_out",
+                    grad_x: bool = True, grad_weight: bool = True, grad_bias: bool = True) -> tuple:
+    """``matgrad.linear_backward`` itself: the common call computed here, any other handed
+    to ``matgrad._grad.linear_backward_general``."""
+
 def linear_forward(
     x: npt.NDArray[np.floating],
     weight: npt.NDArray[np.floating],
@@ -30,7 +39,7 @@ def linear_forward(
     """``y[...] = relu?(x @ W + bias)`` with x (batch, in) and W (in, out), or (out, in) when
     ``out_in``; bias and relu are applied as the GEMM stores y."""
 
-def linear_backward(
+def linear_backward_into(
     grad_y: npt.NDArray[np.floating],
     x: npt.NDArray[np.floating],
     weight: npt.NDArray[np.floating],

@@ -359,18 +359,19 @@ fn unpacked_and_packed_paths_give_the_same_bits() {
             let mut rng = Lcg(11);
             let a = Stored::<f64>::new(m, k, Layout::RowMajor, &mut rng);
             let b_rows = Stored::<f64>::new(k, n, Layout::RowMajor, &mut rng);
-            // The same B stored column-major, which the in-place path cannot read.
-            let mut b_cols = vec![0f64; k * n];
+            // The same B with every other element (column stride 2, rows 2n apart), which only
+            // packing reads (column-major B would take the thin path's dot products instead).
+            let mut b_cols = vec![0f64; 2 * k * n];
             for p in 0..k {
                 for j in 0..n {
-                    b_cols[j * k + p] = b_rows.get(p, j);
+                    b_cols[p * 2 * n + 2 * j] = b_rows.get(p, j);
                 }
             }
             let product = |b: MatRef<'_, f64>, threads_n: usize| {
                 threads::set_num_threads(threads_n).unwrap();
                 product_with_sums(a.view(), b, isa)
             };
-            let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 1, k as isize), 1);
+            let packed = product(MatRef::from_slice(&b_cols, 0, k, n, 2 * n as isize, 2), 1);
             for threads_n in [1, 2, 3] {
                 let in_place = product(b_rows.view(), threads_n);
                 for (what, (x, y)) in ["C", "row sums", "column sums"].iter().zip(in_place.iter().zip(&packed)) {
@@ -629,4 +630,70 @@ fn batched_products_with_a_shared_operand() {
         }
     }
     threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+/// Thin products with both operands along k (A row-major, B column-major: torch's X Wᵀ at a
+/// small batch): the short side 2…8 rows or columns, k around the vector widths, every
+/// epilogue and both sums; the same bits on any number of threads.
+#[test]
+fn thin_products_along_k() {
+    for isa in Isa::supported() {
+        for short in 2..=8 {
+            for &(long, k) in &[(9, 8), (70, 33), (300, 100), (130, 17)] {
+                let seed = (short * 100 + long + k) as u64;
+                for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                    let epilogue = |m, n| Case {
+                        m,
+                        n,
+                        k,
+                        alpha: 0.5,
+                        beta: if t == 1 { 0.0 } else { -0.25 },
+                        bias,
+                        relu: t == 2,
+                        sums: t != 1,
+                        mask: t == 0,
+                    };
+                    check::<f32>(&Case::plain(short, long, k), Layout::RowMajor, Layout::ColMajor, LAYOUTS[t], isa, seed);
+                    check::<f64>(&Case::plain(long, short, k), Layout::RowMajor, Layout::ColMajor, LAYOUTS[t + 1], isa, seed);
+                    check::<f32>(&epilogue(short, long), Layout::RowMajor, Layout::ColMajor, LAYOUTS[t + 1], isa, seed + 1);
+                    check::<f64>(&epilogue(long, short), Layout::Padded, Layout::ColMajor, LAYOUTS[t], isa, seed + 2);
+                }
+            }
+        }
+    }
+    let (m, n, k) = (6, 1000, 301);
+    let mut rng = Lcg(44);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
+    let run = |threads_n: usize| {
+        threads::set_num_threads(threads_n).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, 1, k as isize));
+        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
+        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        assert!(run(t) == one, "thin: results differ between 1 and {t} threads");
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+/// Outer products (k = 1): C a row at a time (row-major C and B) and the other paths (other
+/// layouts), around the vector widths, with every epilogue and both sums.
+#[test]
+fn outer_products() {
+    for isa in Isa::supported() {
+        for &(m, n) in &[(2, 2), (7, 15), (33, 17), (64, 100), (300, 49), (5, 300)] {
+            let seed = (m * 1000 + n) as u64;
+            for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                let case =
+                    Case { m, n, k: 1, alpha: -0.5, beta: if t == 1 { 0.0 } else { 2.0 }, bias, relu: t != 1, sums: t != 0, mask: t == 2 };
+                check::<f32>(&Case::plain(m, n, 1), LAYOUTS[t], Layout::RowMajor, Layout::RowMajor, isa, seed);
+                check::<f32>(&case, Layout::RowMajor, Layout::RowMajor, Layout::RowMajor, isa, seed + 1);
+                check::<f64>(&case, LAYOUTS[t + 1], Layout::RowMajor, Layout::Padded, isa, seed + 2);
+                check::<f64>(&case, Layout::RowMajor, LAYOUTS[t], LAYOUTS[t + 1], isa, seed + 3);
+            }
+        }
+    }
 }

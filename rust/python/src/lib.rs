@@ -13,6 +13,7 @@ use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMeth
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 
 mod fast;
 #[cfg(feature = "gpu")]
@@ -69,8 +70,88 @@ fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: Optio
         return Ok(result);
     }
     static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let general = GENERAL.get_or_try_init(py, || py.import("matgrad._matmul")?.getattr("matmul_general").map(Bound::unbind))?;
-    general.call1(py, (a, b, out))
+    general(py, &GENERAL, "matgrad._matmul", "matmul_general")?.call1(py, (a, b, out))
+}
+
+/// The Python function that takes the calls the compiled path does not (imported once).
+fn general<'a>(py: Python<'_>, cell: &'a PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<&'a Py<PyAny>> {
+    cell.get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))
+}
+
+/// The keyword arguments of the linear functions: `weight_layout` (`"in_out"` unless given)
+/// as `out_in`, and the gradient flags (`True` unless given); None when anything else is
+/// there or a value is not one the compiled path takes (the Python path then decides).
+struct LinearOptions {
+    out_in: bool,
+    wanted: fast::Wanted,
+}
+
+impl LinearOptions {
+    fn parse(kwargs: Option<&Bound<'_, PyDict>>, flags: bool) -> PyResult<Option<LinearOptions>> {
+        let mut options = LinearOptions { out_in: false, wanted: fast::Wanted { x: true, weight: true, bias: true } };
+        let Some(kwargs) = kwargs else { return Ok(Some(options)) };
+        for (key, value) in kwargs.iter() {
+            let Ok(key) = key.extract::<&str>() else { return Ok(None) };
+            match (key, value.extract::<&str>()) {
+                ("weight_layout", Ok("in_out")) => options.out_in = false,
+                ("weight_layout", Ok("out_in")) => options.out_in = true,
+                ("grad_x", _) if flags => options.wanted.x = value.is_truthy()?,
+                ("grad_weight", _) if flags => options.wanted.weight = value.is_truthy()?,
+                ("grad_bias", _) if flags => options.wanted.bias = value.is_truthy()?,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(options))
+    }
+}
+
+/// The linear layer: ``x @ W + bias`` (``weight_layout="in_out"``, W of shape (in, out)) or
+/// torch's ``x @ W.T + bias`` (``"out_in"``, W of shape (out, in)).
+///
+/// ``linear(x, weight, bias=None, /, *, weight_layout="in_out")``: ``x`` has any number of
+/// leading dimensions (..., in); the result is (..., out). The bias is added as the GEMM stores
+/// each tile of the result, not in a second pass.
+#[pyfunction(name = "linear")]
+#[pyo3(signature = (x, weight, bias=None, /, **kwargs))]
+fn linear_layer(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: Option<&Bound<'_, PyAny>>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some(options) = LinearOptions::parse(kwargs, false)? {
+        if let Some(y) = fast::linear(py, x, weight, bias, options.out_in)? {
+            return Ok(y);
+        }
+    }
+    static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    general(py, &GENERAL, "matgrad._grad", "linear_general")?.call(py, (x, weight, bias), kwargs)
+}
+
+/// Gradients of :func:`linear` given ``grad_y`` = ∂L/∂y.
+///
+/// ``linear_backward(grad_y, x, weight, /, *, weight_layout="in_out", grad_x=True,
+/// grad_weight=True, grad_bias=True)`` returns ``(grad_x, grad_weight, grad_bias)``, ``None``
+/// for those not asked for: grad_x = G Wᵀ (..., in); grad_weight in the weight's own layout
+/// (Xᵀ G, or Gᵀ X for ``"out_in"``); grad_bias = the column sums of G, summed while G is
+/// packed for the grad_weight GEMM. Leading dimensions of ``x`` and ``grad_y`` are flattened.
+#[pyfunction]
+#[pyo3(signature = (grad_y, x, weight, /, **kwargs))]
+fn linear_backward(
+    py: Python<'_>,
+    grad_y: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some(options) = LinearOptions::parse(kwargs, true)? {
+        if let Some(grads) = fast::linear_backward(py, grad_y, x, weight, options.out_in, options.wanted)? {
+            return Ok(grads);
+        }
+    }
+    static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    general(py, &GENERAL, "matgrad._grad", "linear_backward_general")?.call(py, (grad_y, x, weight), kwargs)
 }
 
 /// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
@@ -173,7 +254,7 @@ fn linear_forward(
 #[pyfunction]
 #[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false, grad_x_relu_mask = None))]
 #[allow(clippy::too_many_arguments)]
-fn linear_backward(
+fn linear_backward_into(
     py: Python<'_>,
     grad_y: &Bound<'_, PyAny>,
     x: &Bound<'_, PyAny>,
@@ -321,8 +402,10 @@ fn mlp2_loss_and_grads(
 fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
     m.add_function(wrap_pyfunction!(matmul_into, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_layer, m)?)?;
     m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(linear_backward_into, m)?)?;
     m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

@@ -25,11 +25,13 @@ mod dispatch;
 mod epilogue;
 mod kernel;
 mod loops;
+mod outer;
 mod pack;
 mod plan;
 mod problem;
 mod small;
 mod sums;
+mod thin;
 mod vector;
 mod view;
 

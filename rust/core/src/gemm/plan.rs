@@ -6,18 +6,23 @@
 //! |-----------|--------------------------------------------------------------|----------------------|
 //! | empty     | m, n or k is 0                                               | the epilogue, sums   |
 //! | vector    | m or n is 1                                                  | dots or columns      |
+//! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
+//! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), A's rows and B's columns along k       | dot products         |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`], k in one KC block) or skinny | A and B where they   |
 //! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie, masked edges    |
 //! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`] (B's rows not contiguous)        | a plain loop         |
 //! | packed    | everything else                                              | the five loops       |
 //!
-//! Products under [`PARALLEL_MIN_WORK`] multiply-adds stay on the calling thread.
+//! Products under [`PARALLEL_MIN_WORK`] multiply-adds and [`PARALLEL_MIN_OUTPUTS`] elements of
+//! C stay on the calling thread.
 
 use super::blocking::{Blocking, CacheSizes};
 use super::dispatch::{HasKernels, Isa};
 use super::kernel::{InPlaceKernelFn, MicroKernel};
+use super::outer::Outer;
 use super::problem::Problem;
+use super::thin::Thin;
 
 /// Products up to this many multiply-adds run the plain loop, without the kernel's tiles.
 pub(super) const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
@@ -34,6 +39,11 @@ pub(super) const FAR_ROWS_MAX_BYTES: usize = 4 << 20;
 /// Products below this many multiply-adds stay on one thread (waking and joining threads
 /// costs tens of microseconds).
 pub(super) const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
+/// Products writing at least this many elements of C use the threads whatever their work (an
+/// outer product, k = 1, is as fast as memory takes its stores).
+pub(super) const PARALLEL_MIN_OUTPUTS: usize = 1 << 17;
+/// Vector products with a matrix of at least this many elements use the threads.
+pub(super) const PARALLEL_MIN_VECTOR: usize = 1 << 17;
 
 /// How one product is computed.
 pub(super) enum Path<T> {
@@ -41,6 +51,10 @@ pub(super) enum Path<T> {
     Empty,
     /// C a row or a column: matrix·vector, vector·matrix, vector·vector (vector.rs).
     Vector,
+    /// k = 1, C's rows contiguous (outer.rs).
+    Outer,
+    /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, both operands contiguous along k (thin.rs).
+    Thin,
     /// A plain loop over C, for tiny products whose B the kernels cannot read in place.
     Direct,
     /// The micro-kernel reading A and B where they lie.
@@ -68,6 +82,10 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::Empty
     } else if m == 1 || n == 1 {
         Path::Vector
+    } else if Outer::fits(p) {
+        Path::Outer
+    } else if Thin::fits(p) {
+        Path::Thin
     } else if in_place_pays(p, &kernel, blocking.kc) {
         Path::InPlace(kernel.run_in_place)
     } else if work <= DIRECT_MAX_WORK {
@@ -75,7 +93,12 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
     } else {
         Path::Packed
     };
-    Plan { path, kernel, blocking, parallel: p.parallel && work >= PARALLEL_MIN_WORK }
+    // Vector products are as fast as memory delivers their matrix: two threads draw more.
+    let big = match path {
+        Path::Vector => work >= PARALLEL_MIN_VECTOR,
+        _ => work >= PARALLEL_MIN_WORK || m * n >= PARALLEL_MIN_OUTPUTS,
+    };
+    Plan { path, kernel, blocking, parallel: p.parallel && big }
 }
 
 /// Whether the kernel should read the operands in place rather than packed: when B's lanes

@@ -6,7 +6,7 @@ use super::epilogue::Epilogue;
 use super::kernel::TileStore;
 use super::pack::Block;
 use super::plan::{plan, Path, Plan};
-use super::{small, sums, vector, Gemm};
+use super::{outer, small, sums, thin, vector, Gemm};
 use crate::threads::{self, Team};
 
 #[derive(Clone, Copy)]
@@ -133,6 +133,8 @@ impl<T: HasKernels> Problem<T> {
         match plan.path {
             Path::Empty => self.run_empty(),
             Path::Vector => vector::gemv(self, isa, team),
+            Path::Outer => outer::outer(self, isa, team),
+            Path::Thin => thin::thin(self, isa, team),
             Path::Direct => small::gemm_direct(self, isa),
             Path::InPlace(run) => small::gemm_in_place(self, &plan.kernel, run, plan.blocking.kc, team),
             Path::Packed => self.run_packed(&plan.kernel, plan.blocking, team),

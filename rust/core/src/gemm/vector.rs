@@ -99,7 +99,7 @@ impl<T: Element> Gemv<T> {
 }
 
 /// Outputs per task when the threads split a product (a multiple of every block).
-const TASK_OUTPUTS: usize = 256;
+const TASK_OUTPUTS: usize = 64;
 
 /// Computes `p` (m or n is 1, k > 0) as a vector product.
 ///
@@ -177,7 +177,7 @@ pub(crate) unsafe fn gemv_with<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<u
 
 /// The lanes of `v` added pairwise, in the same order for every output.
 #[inline(always)]
-unsafe fn sum_lanes<S: Simd>(v: S::V) -> S::T {
+pub(super) unsafe fn sum_lanes<S: Simd>(v: S::V) -> S::T {
     let mut lanes = [<S::T as Element>::ZERO; 16];
     S::store(lanes.as_mut_ptr(), v);
     let mut width = S::LANES;

@@ -94,6 +94,14 @@ impl<'a, T> MatRef<'a, T> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+    /// The distance between rows, in elements.
+    pub fn row_stride(&self) -> isize {
+        self.rs
+    }
+    /// The distance between columns, in elements.
+    pub fn col_stride(&self) -> isize {
+        self.cs
+    }
 
     /// Element `(i, j)` (panics when out of range).
     pub fn get(&self, i: usize, j: usize) -> T

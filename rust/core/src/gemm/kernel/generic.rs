@@ -17,6 +17,7 @@ impl<T: Element> Simd for Scalar<T> {
     type T = T;
     type V = T;
     const LANES: usize = 1;
+    const REGISTERS: usize = 16;
     type Mask = bool;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> bool {

@@ -41,6 +41,8 @@ pub(crate) trait Simd: Copy {
     type T: Element;
     type V: Copy;
     const LANES: usize;
+    /// Vector registers the ISA has (register blocks are sized to fit them).
+    const REGISTERS: usize;
 
     unsafe fn zero() -> Self::V;
     unsafe fn splat(x: Self::T) -> Self::V;
@@ -281,7 +283,7 @@ unsafe fn k_step<S: Simd, const MR: usize, const NV: usize>(acc: &mut [[S::V; NV
 /// [`Epilogue`] in vector form: what [`store_tile`] applies to each vector of a row-major
 /// tile, read out of the epilogue once (stores through C could otherwise make the compiler
 /// re-read it).
-struct VectorEpilogue<S: Simd> {
+pub(crate) struct VectorEpilogue<S: Simd> {
     /// `Some(splat(alpha))` unless alpha is 1.
     alpha: Option<S::V>,
     /// `Some(splat(beta))` unless beta is 0 (C is then not read).
@@ -293,7 +295,7 @@ struct VectorEpilogue<S: Simd> {
 
 impl<S: Simd> VectorEpilogue<S> {
     #[inline(always)]
-    unsafe fn new(ep: &Epilogue<S::T>) -> Self {
+    pub(crate) unsafe fn new(ep: &Epilogue<S::T>) -> Self {
         let one = <S::T as Element>::ONE;
         let zero = <S::T as Element>::ZERO;
         VectorEpilogue {
@@ -308,7 +310,7 @@ impl<S: Simd> VectorEpilogue<S> {
     /// [`VectorEpilogue::store`] for the lanes in `m` only: C, the bias and the mask are read
     /// and C written in those lanes alone.
     #[inline(always)]
-    unsafe fn store_masked(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T, m: S::Mask) {
+    pub(crate) unsafe fn store_masked(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T, m: S::Mask) {
         let mut x = x;
         if let Some(alpha) = self.alpha {
             x = S::mul(alpha, x);
@@ -339,7 +341,7 @@ impl<S: Simd> VectorEpilogue<S> {
     /// in its order. A function, not a closure, so that it inlines into the kernel's
     /// `#[target_feature]` body (see [`k_step`]).
     #[inline(always)]
-    unsafe fn store(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T) {
+    pub(crate) unsafe fn store(&self, x: S::V, c: *mut S::T, bias: *const S::T, mask: *const S::T) {
         let mut x = x;
         if let Some(alpha) = self.alpha {
             x = S::mul(alpha, x);

@@ -7,6 +7,8 @@ use core::arch::aarch64::*;
 use super::{
     load_first_through_buffer, microkernel, microkernel_in_place, store_first_through_buffer, InPlaceOperands, MicroKernel, Simd, TileStore,
 };
+use crate::gemm::outer::{outer_with, Outer};
+use crate::gemm::thin::{thin_with, Thin};
 use crate::gemm::vector::{gemv_with, Gemv};
 use crate::gemm::Isa;
 
@@ -21,6 +23,7 @@ impl Simd for NeonF32 {
     type T = f32;
     type V = float32x4_t;
     const LANES: usize = 4;
+    const REGISTERS: usize = 32;
     type Mask = usize;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> usize {
@@ -77,6 +80,7 @@ impl Simd for NeonF64 {
     type T = f64;
     type V = float64x2_t;
     const LANES: usize = 2;
+    const REGISTERS: usize = 32;
     type Mask = usize;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> usize {
@@ -155,4 +159,24 @@ pub(crate) unsafe fn gemv_neon_f32(g: &Gemv<f32>, rows: core::ops::Range<usize>)
 /// SAFETY: as for `vector::gemv_with`.
 pub(crate) unsafe fn gemv_neon_f64(g: &Gemv<f64>, rows: core::ops::Range<usize>) {
     gemv_with::<NeonF64>(g, rows)
+}
+
+/// SAFETY: as for `thin::thin_with`.
+pub(crate) unsafe fn thin_neon_f32(t: &Thin<f32>, rows: core::ops::Range<usize>) {
+    thin_with::<NeonF32>(t, rows)
+}
+
+/// SAFETY: as for `thin::thin_with`.
+pub(crate) unsafe fn thin_neon_f64(t: &Thin<f64>, rows: core::ops::Range<usize>) {
+    thin_with::<NeonF64>(t, rows)
+}
+
+/// SAFETY: as for `outer::outer_with`.
+pub(crate) unsafe fn outer_neon_f32(o: &Outer<f32>, rows: core::ops::Range<usize>) {
+    outer_with::<NeonF32>(o, rows)
+}
+
+/// SAFETY: as for `outer::outer_with`.
+pub(crate) unsafe fn outer_neon_f64(o: &Outer<f64>, rows: core::ops::Range<usize>) {
+    outer_with::<NeonF64>(o, rows)
 }

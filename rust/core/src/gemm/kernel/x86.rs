@@ -16,6 +16,8 @@
 use core::arch::x86_64::*;
 
 use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, TileStore};
+use crate::gemm::outer::{outer_with, Outer};
+use crate::gemm::thin::{thin_with, Thin};
 use crate::gemm::vector::{gemv_with, Gemv};
 use crate::gemm::Isa;
 
@@ -47,6 +49,7 @@ impl Simd for Avx512F32 {
     type T = f32;
     type V = __m512;
     const LANES: usize = 16;
+    const REGISTERS: usize = 32;
     type Mask = __mmask16;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> __mmask16 {
@@ -107,6 +110,7 @@ impl Simd for Avx512F64 {
     type T = f64;
     type V = __m512d;
     const LANES: usize = 8;
+    const REGISTERS: usize = 32;
     type Mask = __mmask8;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> __mmask8 {
@@ -166,6 +170,7 @@ impl Simd for Avx2F32 {
     type T = f32;
     type V = __m256;
     const LANES: usize = 8;
+    const REGISTERS: usize = 16;
     type Mask = __m256i;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> __m256i {
@@ -230,6 +235,7 @@ impl Simd for Avx2F64 {
     type T = f64;
     type V = __m256d;
     const LANES: usize = 4;
+    const REGISTERS: usize = 16;
     type Mask = __m256i;
     #[inline(always)]
     unsafe fn first_lanes(count: usize) -> __m256i {
@@ -344,3 +350,35 @@ gemv_kernel!(gemv_avx512_f32: Avx512F32, f32, "avx512f,fma");
 gemv_kernel!(gemv_avx512_f64: Avx512F64, f64, "avx512f,fma");
 gemv_kernel!(gemv_avx2_f32: Avx2F32, f32, "avx2,fma");
 gemv_kernel!(gemv_avx2_f64: Avx2F64, f64, "avx2,fma");
+
+/// The thin products (gemm/thin.rs) in each ISA's registers.
+macro_rules! thin_kernel {
+    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
+        /// SAFETY: as for `thin::thin_with`; the CPU has the features.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn $name(t: &Thin<$t>, rows: core::ops::Range<usize>) {
+            thin_with::<$simd>(t, rows)
+        }
+    };
+}
+
+thin_kernel!(thin_avx512_f32: Avx512F32, f32, "avx512f,fma");
+thin_kernel!(thin_avx512_f64: Avx512F64, f64, "avx512f,fma");
+thin_kernel!(thin_avx2_f32: Avx2F32, f32, "avx2,fma");
+thin_kernel!(thin_avx2_f64: Avx2F64, f64, "avx2,fma");
+
+/// The outer products (gemm/outer.rs) in each ISA's registers.
+macro_rules! outer_kernel {
+    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
+        /// SAFETY: as for `outer::outer_with`; the CPU has the features.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn $name(o: &Outer<$t>, rows: core::ops::Range<usize>) {
+            outer_with::<$simd>(o, rows)
+        }
+    };
+}
+
+outer_kernel!(outer_avx512_f32: Avx512F32, f32, "avx512f,fma");
+outer_kernel!(outer_avx512_f64: Avx512F64, f64, "avx512f,fma");
+outer_kernel!(outer_avx2_f32: Avx2F32, f32, "avx2,fma");
+outer_kernel!(outer_avx2_f64: Avx2F64, f64, "avx2,fma");

@@ -1,0 +1,195 @@
+//! Thin products with both operands contiguous along k: C at most [`THIN_MAX`] rows (or
+//! columns) against a long side, as in torch's linear layer at a small batch (X Wᵀ with W
+//! stored (out, in): X's rows and W's rows both run along k).
+//!
+//! Packing would copy all of the long operand for a tile or two of C, and the micro-kernels
+//! cannot read its lanes in place (they are rows apart), so each element of C is a dot
+//! product instead: a block of long-side rows against every short-side row, vectors of
+//! partial sums along k, added up lane by lane in a fixed order at the end. The long operand
+//! is read once, in place; the short one stays in L1. Threads split the long side, never k,
+//! so every element is computed the same way on any number of threads.
+
+use super::dispatch::{HasKernels, Isa};
+use super::epilogue::Epilogue;
+#[cfg(target_arch = "aarch64")]
+use super::kernel::neon;
+#[cfg(target_arch = "x86_64")]
+use super::kernel::x86;
+use super::kernel::{generic::Scalar, Simd};
+use super::problem::Problem;
+use super::sums;
+use super::vector::sum_lanes;
+use crate::element::{Element, ElementKind};
+use crate::threads::Team;
+
+/// The most rows (or columns) of C this path takes.
+pub(super) const THIN_MAX: usize = 8;
+/// Long-side rows per task when the threads split a product.
+const TASK_ROWS: usize = 64;
+
+/// `C[s, l] = Σ_p short(s, p) long(l, p)` (in C's own orientation when `short_is_rows`).
+#[derive(Clone, Copy)]
+pub(crate) struct Thin<T> {
+    pub k: usize,
+    pub short: *const T,
+    pub short_rows: usize,
+    pub short_rs: isize,
+    pub long: *const T,
+    pub long_rows: usize,
+    pub long_rs: isize,
+    pub c: *mut T,
+    /// C's strides along the short and the long side.
+    pub c_short: isize,
+    pub c_long: isize,
+    pub short_is_rows: bool,
+    pub ep: Epilogue<T>,
+}
+
+// SAFETY: read by the threads of one product, which write disjoint parts of C.
+unsafe impl<T: Sync> Sync for Thin<T> {}
+
+impl<T: Element> Thin<T> {
+    /// Whether `p` is a thin product with both operands contiguous along k.
+    pub fn fits(p: &Problem<T>) -> bool {
+        let short = p.m.min(p.n);
+        p.a.cs == 1 && p.b.rs == 1 && (2..=THIN_MAX).contains(&short) && p.k >= 8
+    }
+
+    fn of(p: &Problem<T>) -> Thin<T> {
+        let ep = p.ep.for_k_block(true, true);
+        // A's rows run along k (a.cs == 1), and so do B's columns (b.rs == 1).
+        let (a_rows, b_cols) = ((p.a.ptr, p.m, p.a.rs), (p.b.ptr, p.n, p.b.cs));
+        if p.m <= p.n {
+            let (short, long) = (a_rows, b_cols);
+            Thin {
+                k: p.k,
+                short: short.0,
+                short_rows: short.1,
+                short_rs: short.2,
+                long: long.0,
+                long_rows: long.1,
+                long_rs: long.2,
+                c: p.c,
+                c_short: p.c_rs,
+                c_long: p.c_cs,
+                short_is_rows: true,
+                ep,
+            }
+        } else {
+            let (short, long) = (b_cols, a_rows);
+            Thin {
+                k: p.k,
+                short: short.0,
+                short_rows: short.1,
+                short_rs: short.2,
+                long: long.0,
+                long_rows: long.1,
+                long_rs: long.2,
+                c: p.c,
+                c_short: p.c_cs,
+                c_long: p.c_rs,
+                short_is_rows: false,
+                ep,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store(&self, s: usize, l: usize, x: T, fma: impl Fn(T, T, T) -> T) {
+        let c = self.c.offset(s as isize * self.c_short + l as isize * self.c_long);
+        let (i, j) = if self.short_is_rows { (s, l) } else { (l, s) };
+        self.ep.store_at(x, c, i, j, fma)
+    }
+}
+
+/// Computes the thin product `p` (see [`Thin::fits`]).
+///
+/// SAFETY: as for [`Problem::run`].
+pub(super) unsafe fn thin<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) {
+    sums::add_up(p);
+    let t = Thin::of(p);
+    let tasks = t.long_rows.div_ceil(TASK_ROWS);
+    team.run_ranges(tasks, 1, |range| {
+        let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(t.long_rows);
+        thin_on(isa, &t, rows)
+    })
+}
+
+/// [`thin_with`] in the registers of `isa`.
+///
+/// SAFETY: `t` describes valid operands, `rows` lies within its long side, `isa` is supported.
+unsafe fn thin_on<T: Element>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<usize>) {
+    // The casts only rename T, which is the type KIND names.
+    #[cfg(target_arch = "x86_64")]
+    match (isa, T::KIND) {
+        (Isa::Avx512, ElementKind::F32) => return x86::thin_avx512_f32(&*(t as *const Thin<T>).cast(), rows),
+        (Isa::Avx512, ElementKind::F64) => return x86::thin_avx512_f64(&*(t as *const Thin<T>).cast(), rows),
+        (Isa::Avx2, ElementKind::F32) => return x86::thin_avx2_f32(&*(t as *const Thin<T>).cast(), rows),
+        (Isa::Avx2, ElementKind::F64) => return x86::thin_avx2_f64(&*(t as *const Thin<T>).cast(), rows),
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    match (isa, T::KIND) {
+        (Isa::Neon, ElementKind::F32) => return neon::thin_neon_f32(&*(t as *const Thin<T>).cast(), rows),
+        (Isa::Neon, ElementKind::F64) => return neon::thin_neon_f64(&*(t as *const Thin<T>).cast(), rows),
+        _ => {}
+    }
+    let _ = isa;
+    thin_with::<Scalar<T>>(t, rows)
+}
+
+/// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type: up to
+/// four short rows with four long rows at a time, or up to eight with two (16 accumulators),
+/// with 32 registers; half as many long rows with 16.
+///
+/// SAFETY: as for [`thin_on`], with the ISA's features enabled in the caller.
+#[inline(always)]
+pub(crate) unsafe fn thin_with<S: Simd>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
+    match (t.short_rows <= 4, S::REGISTERS >= 32) {
+        (true, true) => blocks::<S, 4, 4>(t, rows),
+        (false, true) => blocks::<S, 8, 2>(t, rows),
+        (true, false) => blocks::<S, 4, 2>(t, rows),
+        (false, false) => blocks::<S, 8, 1>(t, rows),
+    }
+}
+
+#[inline(always)]
+unsafe fn blocks<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
+    let fma = |a, b, c| S::fmadd_scalar(a, b, c);
+    let lanes = S::LANES;
+    let whole = t.k / lanes * lanes;
+    let tail = S::first_lanes(t.k - whole);
+    let sc = t.short_rows;
+    // Short rows past the last repeat it (read, never stored).
+    let short: [*const S::T; SB] = core::array::from_fn(|s| t.short.offset(s.min(sc - 1) as isize * t.short_rs));
+    let mut l = rows.start;
+    while l < rows.end {
+        let count = LB.min(rows.end - l);
+        let long: [*const S::T; LB] = core::array::from_fn(|r| t.long.offset((l + r.min(count - 1)) as isize * t.long_rs));
+        let mut acc = [[S::zero(); SB]; LB];
+        for p in (0..whole).step_by(lanes) {
+            let sv: [S::V; SB] = core::array::from_fn(|s| S::load(short[s].add(p)));
+            for (acc, lr) in acc.iter_mut().zip(long) {
+                let lv = S::load(lr.add(p));
+                for s in 0..SB {
+                    acc[s] = S::fmadd(sv[s], lv, acc[s]);
+                }
+            }
+        }
+        if whole < t.k {
+            let sv: [S::V; SB] = core::array::from_fn(|s| S::load_masked(short[s].add(whole), tail));
+            for (acc, lr) in acc.iter_mut().zip(long) {
+                let lv = S::load_masked(lr.add(whole), tail);
+                for s in 0..SB {
+                    acc[s] = S::fmadd(sv[s], lv, acc[s]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(count) {
+            for (s, &v) in acc.iter().enumerate().take(sc) {
+                t.store(s, l + r, sum_lanes::<S>(v), fma);
+            }
+        }
+        l += count;
+    }
+}
