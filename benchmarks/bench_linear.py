@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import IMPLS, gflops, impl_fn, parse_shape, reference, shape_label
 
 SHAPES = [shape_label(s) for s in
-          ((64, 784, 256), (256, 1024, 1024), (512, 768, 3072), (2048, 1024, 1024))]
+          ((1, 784, 256), (8, 784, 256), (64, 784, 256), (256, 1024, 1024), (512, 768, 3072), (2048, 1024, 1024))]
 LAYOUTS = ["out_in", "in_out"]
 
 

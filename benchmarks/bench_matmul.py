@@ -68,18 +68,30 @@ class MatmulPerKernel:
             _matgrad.force_kernel(active)
 
 
-class MatmulSmall:
-    """Call overhead: a 16 x 16 product and a batch of 64 32 x 32 products."""
+def _shaped_cases() -> dict:
+    """The small, vector, thin, batched and broadcast products of ``python -m matgrad bench``
+    (matgrad.bench.cases), by label: "n=16", "mat@vec 1024x1024@1024", ..."""
+    from matgrad.bench import cases
 
-    params = (IMPLS, ["float32", "float64"], ["16x16", "64x(32x32)"])
+    shaped = {f"n={n}": ((n, n), (n, n)) for n in cases.SMALL_SIZES}
+    for label, sa, sb in cases.SHAPED:
+        shaped[f"{label} " + "x".join(map(str, sa)) + "@" + "x".join(map(str, sb))] = (sa, sb)
+    return shaped
+
+
+SHAPED = _shaped_cases()
+
+
+class MatmulSmall:
+    """Call overhead and the small-product paths: small squares, vector, thin, batched and
+    broadcast products (torch is compared in ``python -m matgrad bench``)."""
+
+    params = (IMPLS_NO_TORCH, ["float32", "float64"], list(SHAPED))
     param_names = ["impl", "dtype", "case"]
 
     def setup(self, impl, dtype, case):
-        if case == "16x16":
-            a, b = rand((16, 16), dtype, 0), rand((16, 16), dtype, 1)
-        else:
-            a, b = rand((64, 32, 32), dtype, 0), rand((64, 32, 32), dtype, 1)
-        self.fn = impl_fn(impl, "matmul_impls", a, b)
+        sa, sb = SHAPED[case]
+        self.fn = impl_fn(impl, "matmul_impls", rand(sa, dtype, 0), rand(sb, dtype, 1))
 
     def time_matmul_small(self, impl, dtype, case):
         self.fn()

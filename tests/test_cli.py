@@ -158,7 +158,7 @@ def test_help_lists_subcommands():
 def test_default_subcommand_is_bench(tmp_path):
     """`python -m matgrad --filter ...` runs bench; --threads reaches the metadata."""
     js = tmp_path / "small.json"
-    proc = run_cli("--filter", "^matmul small float32", "--repeats", "1", "--min-time",
+    proc = run_cli("--filter", "^matmul small float32 n=16$", "--repeats", "1", "--min-time",
                    "0.001", "--no-torch", "--no-progress", "--threads", "1",
                    "--json", str(js))
     assert proc.returncode == 0, proc.stderr

@@ -6,6 +6,7 @@ only what it times.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -13,12 +14,31 @@ from typing import Any, Callable
 import numpy as np
 
 from . import reference as ref
+from .._shapes import matmul_shapes
 from .compare import check_grads, check_mlp2, close_enough
 
 QUICK_SIZES = (64, 128, 256, 512, 1024)
 FULL_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
 LINEAR_SHAPES = ((64, 784, 256), (256, 1024, 1024), (512, 768, 3072), (2048, 1024, 1024))
 QUICK_LINEAR_SHAPES = LINEAR_SHAPES[:2]
+#: Small squares, below the sizes above.
+SMALL_SIZES = (2, 4, 8, 16, 32)
+#: Vector, thin, batched and broadcast products: (label, shape of a, shape of b).
+SHAPED = (
+    ("mat@vec", (1024, 1024), (1024,)),
+    ("mat@vec", (4096, 4096), (4096,)),
+    ("vec@mat", (1024,), (1024, 1024)),
+    ("vec@vec", (1024,), (1024,)),
+    ("thin", (1024, 1024), (1024, 4)),
+    ("thin", (8, 4096), (4096, 8)),
+    ("batched", (1000, 4, 4), (1000, 4, 4)),
+    ("batched", (256, 16, 16), (256, 16, 16)),
+    ("batched", (64, 32, 32), (64, 32, 32)),
+    ("broadcast", (64, 32, 32), (32, 32)),
+)
+QUICK_SHAPED = (SHAPED[0], SHAPED[2], SHAPED[3], SHAPED[5], SHAPED[6], SHAPED[9])
+#: The linear layer at the batches of inference: (batch, in, out).
+SMALL_BATCH_SHAPES = ((1, 784, 256), (8, 784, 256))
 
 #: What a case's build returns: the implementations to time and the check to run first.
 Built = tuple[ref.Impls, Callable[[], tuple[bool, str]]]
@@ -58,7 +78,8 @@ def matmul_case(ns, torch, name: str, op: str, dtype, shape_a: tuple, shape_b: t
         impls = ref.matmul_impls(ns, torch, a, b)
         return impls, lambda: close_enough(np.asarray(impls["matgrad"]()), np.matmul(a, b))
 
-    flops = 2.0 * np.prod(shape_a) * shape_b[-1]
+    result = matmul_shapes("matmul", shape_a, shape_b).result
+    flops = 2.0 * shape_a[-1] * math.prod(result)
     shape = f"{_dims(shape_a)} @ {_dims(shape_b)}" + (" (a.T, b.T)" if transposed else "")
     return Case(name, op, dt.name, shape, x, float(flops), build, small=small)
 
@@ -136,15 +157,17 @@ def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
         cases.append(matmul_case(ns, torch, f"matmul a.T@b.T {dt.name} n=1024", "matmul[transposed]",
                                  dt, (1024, 1024), (1024, 1024), 1024, transposed=True))
     for dt in dtypes:
-        cases.append(matmul_case(ns, torch, f"matmul small {dt.name} n=16", "matmul[small]", dt,
-                                 (16, 16), (16, 16), 16, small=True))
+        cases += [matmul_case(ns, torch, f"matmul small {dt.name} n={n}", "matmul[small]", dt, (n, n), (n, n), n,
+                              small=True) for n in (SMALL_SIZES[1::2] if quick else SMALL_SIZES)]
     for dt in dtypes:
-        cases.append(matmul_case(ns, torch, f"matmul batched {dt.name} 64x(32x32)", "matmul[batched]",
-                                 dt, (64, 32, 32), (64, 32, 32), 32, small=True))
+        for label, sa, sb in QUICK_SHAPED if quick else SHAPED:
+            shape = "x".join(map(str, sa)) + "@" + "x".join(map(str, sb))
+            cases.append(matmul_case(ns, torch, f"matmul {label} {dt.name} {shape}", f"matmul[{label}]", dt, sa, sb,
+                                     sa[-1], small=True))
     for layout in ("out_in", "in_out"):
-        cases += [linear_case(ns, torch, layout, shape) for shape in shapes]
+        cases += [linear_case(ns, torch, layout, shape) for shape in SMALL_BATCH_SHAPES + shapes]
     for layout in ("out_in", "in_out"):
-        cases += [linear_backward_case(ns, torch, layout, shape) for shape in shapes]
+        cases += [linear_backward_case(ns, torch, layout, shape) for shape in SMALL_BATCH_SHAPES + shapes]
     cases.append(matmul_backward_case(ns, torch, 1024))
     cases.append(mlp2_case(ns, torch))
     return cases
