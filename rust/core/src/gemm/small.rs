@@ -29,9 +29,14 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
     debug_assert!(p.b.cs == 1 && mr <= MAX_MR);
     let kc = even_block(k, kc, 8);
     sums::add_up(p);
-    let panels = m.div_ceil(mr);
+    let (panels, strips) = (m.div_ceil(mr), n.div_ceil(nr));
+    // Tile order: along the longer side of C, so that each thread's share (a contiguous run
+    // of tiles) reads the long operand once and writes C in long runs; along a C taller than
+    // wide, tiles of one row panel follow one another (measured: a 2048 × 32 × 32 f64 product
+    // split by column strips ran at 0.4x NumPy's speed, its threads writing alternate lines).
+    let rows_outer = panels >= strips;
     let tile = |t: usize| {
-        let (i0, j0) = (t % panels * mr, t / panels * nr);
+        let (i0, j0) = if rows_outer { (t / strips * mr, t % strips * nr) } else { (t % panels * mr, t / panels * nr) };
         let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
         let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b: p.b.at(0, j0), b_k: p.b.rs, b_lanes: cols };
         for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
@@ -47,7 +52,7 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
             src.b = src.b.wrapping_offset(steps as isize * src.b_k);
         }
     };
-    let tiles = panels * n.div_ceil(nr);
+    let tiles = panels * strips;
     if team.threads() == 1 {
         // Small products: no task machinery at all.
         (0..tiles).for_each(tile);

@@ -27,9 +27,19 @@ pub(crate) fn matmul(
 fn matmul_typed<T: Float>(py: Python<'_>, ra: RawArray, rb: RawArray, out: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
     let (nda, ndb) = (ra.nd, rb.nd);
     let batched = nda >= 3 || ndb >= 3;
-    if nda == 0 || ndb == 0 || (batched && (nda != ndb || ra.dims()[..nda - 2] != rb.dims()[..ndb - 2])) {
-        return Ok(None); // 0-d operands, broadcast batches: the Python path
+    if nda == 0 || ndb == 0 || (batched && (nda < 2 || ndb < 2)) {
+        return Ok(None); // 0-d operands, vectors against stacks: the Python path
     }
+    // The batch dimensions, broadcast as NumPy does (aligned on the right).
+    let bnd = nda.max(ndb).saturating_sub(2);
+    let batch_dim = |r: &RawArray, d: usize| {
+        let lead = bnd - (r.nd - 2);
+        if d < lead {
+            1
+        } else {
+            r.dim(d - lead)
+        }
+    };
     // SAFETY: the views describe live arrays (`a` and `b` are borrowed for this call).
     let (Some(am), Some(bm)) = (unsafe { ra.matrix::<T>(true) }, unsafe { rb.matrix::<T>(false) }) else {
         return Ok(None);
@@ -41,12 +51,16 @@ fn matmul_typed<T: Float>(py: Python<'_>, ra: RawArray, rb: RawArray, out: Optio
     // The result's shape, as np.matmul gives it: the axes of 1-D operands removed.
     let mut shape: [usize; 64] = [0; 64];
     let nd = if batched {
-        for (d, s) in shape.iter_mut().zip(ra.dims()).take(nda - 2) {
-            *d = *s as usize;
+        for (d, s) in shape.iter_mut().enumerate().take(bnd) {
+            let (da, db) = (batch_dim(&ra, d), batch_dim(&rb, d));
+            if da != db && da != 1 && db != 1 {
+                return Ok(None); // the Python path raises NumPy's error
+            }
+            *s = if da == 1 { db } else { da };
         }
-        shape[nda - 2] = m;
-        shape[nda - 1] = n;
-        nda
+        shape[bnd] = m;
+        shape[bnd + 1] = n;
+        bnd + 2
     } else {
         let mut nd = 0;
         if nda == 2 {
@@ -104,10 +118,13 @@ fn matmul_typed<T: Float>(py: Python<'_>, ra: RawArray, rb: RawArray, out: Optio
     let count: usize = shape[..nd.saturating_sub(2)].iter().product();
     let work = m * n * k * if batched { count } else { 1 };
     if batched {
-        let strides =
-            |r: &RawArray| (0..nda - 2).map(|d| if r.dim(d) == 1 { Some(0) } else { r.stride(d) }).collect::<Option<Vec<isize>>>();
+        // Each operand's stride along each batch dimension, 0 where it broadcasts.
+        let strides = |r: &RawArray| {
+            let lead = bnd - (r.nd - 2);
+            (0..bnd).map(|d| if d < lead || r.dim(d - lead) == 1 { Some(0) } else { r.stride(d - lead) }).collect::<Option<Vec<isize>>>()
+        };
         let (Some(sa), Some(sb), Some(sc)) = (strides(&ra), strides(&rb), strides(&rc)) else { return Ok(None) };
-        let batch_shape = &shape[..nda - 2];
+        let batch_shape = &shape[..bnd];
         let run = move || {
             let batch = Batch { shape: batch_shape, a_strides: &sa, b_strides: &sb, c_strides: &sc };
             // SAFETY: every batch index addresses matrices of the live arrays, and C's do not
