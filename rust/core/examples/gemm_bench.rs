@@ -6,10 +6,16 @@
 //!   LAYOUT  nn (default), nt (B a transposed view), tn (A a transposed view) or tt
 //! ```
 //!
-//! `MATGRAD_KERNEL=avx512|avx2|neon|generic` measures that kernel instead of the fastest.
+//! `MATGRAD_KERNEL=avx512|avx2|neon|generic` measures that kernel instead of the fastest;
+//! `MATGRAD_PRECISION=high|medium`, float32 at that precision (on AMX where the CPU has it).
 use std::time::Instant;
 
-use matgrad_core::gemm::{Gemm, HasKernels, Isa, MatMut, MatRef};
+use matgrad_core::gemm::{Gemm, HasKernels, Isa, MatMut, MatRef, Precision};
+
+/// `MATGRAD_PRECISION=high|medium` measures float32 at that precision.
+fn precision() -> Precision {
+    std::env::var("MATGRAD_PRECISION").ok().and_then(|p| Precision::from_name(&p)).unwrap_or_default()
+}
 
 struct Shape {
     m: usize,
@@ -40,6 +46,7 @@ fn bench<T: HasKernels>(s: &Shape, reps: usize) -> (f64, f64) {
         let t = Instant::now();
         Gemm::new(view(&a, m, k, s.a_transposed), view(&b, k, n, s.b_transposed), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1))
             .unwrap()
+            .precision(precision())
             .run();
         times.push(t.elapsed().as_secs_f64());
     }

@@ -7,6 +7,7 @@ use super::blocking::{even_block, Blocking};
 use super::dispatch::HasKernels;
 use super::kernel::MicroKernel;
 use super::pack::{pack_a, pack_b, Block};
+use super::precision::Rounding;
 use super::problem::{Problem, SendPtr};
 use crate::buffers::with_scratch;
 use crate::threads::Team;
@@ -30,20 +31,30 @@ impl<T: HasKernels> Problem<T> {
         let kc_max = blk.kc.min(k);
         with_scratch::<T, _>(mc_max * kc_max, |a_packed| {
             let a_packed = SendPtr(a_packed.as_mut_ptr());
-            // LOOP 5: rows of C in blocks of MC.
-            for ic in (0..m).step_by(blk.mc) {
-                let mc = blk.mc.min(m - ic);
-                // LOOP 4: k in blocks of KC.
-                for pc in (0..k).step_by(blk.kc) {
-                    let kc = blk.kc.min(k - pc);
-                    let a_block = Block { ptr: self.a.at(ic, pc), ..self.a };
-                    let row_sums = self.a_row_sums.map(|s| s.add(ic));
-                    let panels = mc.div_ceil(mr);
-                    let row_sums = row_sums.map(SendPtr);
-                    // SAFETY: each task packs its own panels and sums its own rows.
-                    team.run_ranges(panels, 1, |range| pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), range));
-                    let k_part = KPart { pc, kc, first: pc == 0, last: pc + kc == k, sum_cols: ic == 0 };
-                    self.run_macro(kern, blk, team, ic, mc, k_part, a_packed.get());
+            // The products summed: one, or three for precision "high" (precision.rs), each
+            // like a further run of k blocks (the sums come from the first).
+            let terms = self.precision.terms();
+            for (term, &(round_a, round_b)) in terms.iter().enumerate() {
+                let (first_term, last_term) = (term == 0, term + 1 == terms.len());
+                // LOOP 5: rows of C in blocks of MC.
+                for ic in (0..m).step_by(blk.mc) {
+                    let mc = blk.mc.min(m - ic);
+                    // LOOP 4: k in blocks of KC.
+                    for pc in (0..k).step_by(blk.kc) {
+                        let kc = blk.kc.min(k - pc);
+                        let a_block = Block { ptr: self.a.at(ic, pc), ..self.a };
+                        let row_sums = self.a_row_sums.filter(|_| first_term).map(|s| SendPtr(s.add(ic)));
+                        let panels = mc.div_ceil(mr);
+                        // SAFETY: each task packs (and rounds) its own panels and sums its own rows.
+                        team.run_ranges(panels, 1, |range| {
+                            pack_a(isa, mr, mc, kc, a_block, a_packed.get(), row_sums.map(SendPtr::get), range.clone());
+                            round_a.apply_all(a_packed.get().add(range.start * mr * kc), range.len() * mr * kc);
+                        });
+                        let first = first_term && pc == 0;
+                        let last = last_term && pc + kc == k;
+                        let k_part = KPart { pc, kc, first, last, sum_cols: ic == 0 && first_term, round_b };
+                        self.run_macro(kern, blk, team, ic, mc, k_part, a_packed.get());
+                    }
                 }
             }
         });
@@ -101,6 +112,7 @@ impl<T: HasKernels> Problem<T> {
                 let b_block = Block { ptr: self.b.at(kp.pc, jc), ..self.b };
                 let col_sums = if kp.sum_cols { self.b_col_sums.map(|s| s.add(jc)) } else { None };
                 pack_b(isa, nr, nc, kc, b_block, b_packed, col_sums, 0..nc.div_ceil(nr));
+                kp.round_b.apply_all(b_packed, nc.div_ceil(nr) * nr * kc);
                 // LOOP 2: A micro-panels.
                 for q in a_panels.clone() {
                     let i = q * mr;
@@ -128,4 +140,6 @@ struct KPart {
     last: bool,
     /// Whether this pass over B also sums its columns (only the first row block does).
     sum_cols: bool,
+    /// What packing does to B's elements in this pass (precision.rs).
+    round_b: Rounding,
 }

@@ -19,6 +19,8 @@
 //! K is never split between threads, and tiles always start at multiples of MR and NR, so every
 //! element of C is computed by the same sequence of operations whatever the thread count.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod batch;
 mod blocking;
 mod dispatch;
@@ -28,6 +30,7 @@ mod loops;
 mod outer;
 mod pack;
 mod plan;
+mod precision;
 mod problem;
 mod small;
 mod sums;
@@ -35,9 +38,12 @@ mod thin;
 mod vector;
 mod view;
 
+#[cfg(target_arch = "x86_64")]
+pub use amx::{in_use as amx_in_use, set_enabled as set_amx_enabled, supported as amx_supported};
 pub use batch::{gemm_batched, Batch};
 pub use blocking::{Blocking, CacheSizes};
 pub use dispatch::{HasKernels, Isa};
+pub use precision::{bf16_bits, bf16_value, round_bf16, Precision};
 pub use view::{MatMut, MatRef, VecRef};
 
 use epilogue::{CShaped, Epilogue};
@@ -85,6 +91,7 @@ pub struct Gemm<'a, T: HasKernels> {
     b_col_sums: Option<&'a mut [T]>,
     isa: Option<Isa>,
     parallel: bool,
+    precision: Precision,
 }
 
 impl<'a, T: HasKernels> Gemm<'a, T> {
@@ -96,7 +103,17 @@ impl<'a, T: HasKernels> Gemm<'a, T> {
                 a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
             )));
         }
-        Ok(Gemm { a, b, c, ep: Epilogue::PLAIN, a_row_sums: None, b_col_sums: None, isa: None, parallel: true })
+        Ok(Gemm {
+            a,
+            b,
+            c,
+            ep: Epilogue::PLAIN,
+            a_row_sums: None,
+            b_col_sums: None,
+            isa: None,
+            parallel: true,
+            precision: Precision::Highest,
+        })
     }
 
     pub fn alpha(mut self, alpha: T) -> Self {
@@ -171,6 +188,12 @@ impl<'a, T: HasKernels> Gemm<'a, T> {
     pub fn isa(mut self, isa: Isa) -> Self {
         assert!(isa.is_supported(), "kernel {} is not supported by this CPU", isa.name());
         self.isa = Some(isa);
+        self
+    }
+
+    /// How float32 operands are multiplied ([`Precision`]); float64 ones always in float64.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 

@@ -5,6 +5,8 @@
 //! | path      | when                                                         | what runs            |
 //! |-----------|--------------------------------------------------------------|----------------------|
 //! | empty     | m, n or k is 0                                               | the epilogue, sums   |
+//! | amx       | precision high or medium (float32), AMX in use               | bfloat16 tiles       |
+//! | packed    | precision high or medium without AMX                         | bfloat16 operands    |
 //! | vector    | m or n is 1                                                  | dots or columns      |
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), A's rows and B's columns along k       | dot products         |
@@ -21,6 +23,7 @@ use super::blocking::{Blocking, CacheSizes};
 use super::dispatch::{HasKernels, Isa};
 use super::kernel::{InPlaceKernelFn, MicroKernel};
 use super::outer::Outer;
+use super::precision::Precision;
 use super::problem::Problem;
 use super::thin::Thin;
 
@@ -59,6 +62,8 @@ pub(super) enum Path<T> {
     Direct,
     /// The micro-kernel reading A and B where they lie.
     InPlace(InPlaceKernelFn<T>),
+    /// Float32 at precision high or medium on the matrix engine (amx/).
+    Amx,
     /// The five loops around the micro-kernel on packed panels.
     Packed,
 }
@@ -80,6 +85,13 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
     let work = m * n * k;
     let path = if work == 0 {
         Path::Empty
+    } else if p.precision != Precision::Highest {
+        // Operands rounded or split to bfloat16 as they are packed, for the tiles or the FMA kernels.
+        if amx_serves(isa) {
+            Path::Amx
+        } else {
+            Path::Packed
+        }
     } else if m == 1 || n == 1 {
         Path::Vector
     } else if Outer::fits(p) {
@@ -99,6 +111,18 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         _ => work >= PARALLEL_MIN_WORK || m * n >= PARALLEL_MIN_OUTPUTS,
     };
     Plan { path, kernel, blocking, parallel: p.parallel && big }
+}
+
+/// Whether reduced-precision float32 products run on AMX: where the CPU and OS allow it, the
+/// path is not switched off, and the kernels in use are AVX-512 (whose stores it shares).
+fn amx_serves(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa == Isa::Avx512 && super::amx::in_use();
+    #[cfg(not(target_arch = "x86_64"))]
+    return {
+        let _ = isa;
+        false
+    };
 }
 
 /// Whether the kernel should read the operands in place rather than packed: when B's lanes

@@ -6,7 +6,9 @@ use super::epilogue::Epilogue;
 use super::kernel::TileStore;
 use super::pack::Block;
 use super::plan::{plan, Path, Plan};
+use super::precision::Precision;
 use super::{outer, small, sums, thin, vector, Gemm};
+use crate::element::ElementKind;
 use crate::threads::{self, Team};
 
 #[derive(Clone, Copy)]
@@ -23,6 +25,8 @@ pub(super) struct Problem<T> {
     pub a_row_sums: Option<*mut T>,
     pub b_col_sums: Option<*mut T>,
     pub parallel: bool,
+    /// Float32 products' precision (Highest for float64).
+    pub precision: Precision,
     /// Whether this is the transposed problem Cᵀ = Bᵀ Aᵀ (A here is the caller's B).
     pub swapped: bool,
 }
@@ -60,6 +64,7 @@ impl<'a, T: HasKernels> From<Gemm<'a, T>> for Problem<T> {
             a_row_sums: g.a_row_sums.map(|s| s.as_mut_ptr()),
             b_col_sums: g.b_col_sums.map(|s| s.as_mut_ptr()),
             parallel: g.parallel,
+            precision: if T::KIND == ElementKind::F32 { g.precision } else { Precision::Highest },
             swapped: false,
         }
     }
@@ -132,6 +137,11 @@ impl<T: HasKernels> Problem<T> {
     pub unsafe fn run_planned(&self, plan: &Plan<T>, isa: Isa, team: &Team) {
         match plan.path {
             Path::Empty => self.run_empty(),
+            // The plan takes this path for f32 only; the cast only renames T.
+            #[cfg(target_arch = "x86_64")]
+            Path::Amx => super::amx::run(&*(self as *const Problem<T>).cast::<Problem<f32>>(), team),
+            #[cfg(not(target_arch = "x86_64"))]
+            Path::Amx => unreachable!("AMX is x86-64 only"),
             Path::Vector => vector::gemv(self, isa, team),
             Path::Outer => outer::outer(self, isa, team),
             Path::Thin => thin::thin(self, isa, team),

@@ -368,7 +368,7 @@ impl<S: Simd> VectorEpilogue<S> {
 /// tile element by element); any other C goes through a spilled copy of the tile. Both use
 /// the same operations in the same order, so the result does not depend on the path.
 #[inline(always)]
-unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]; MR], st: &TileStore<S::T>) {
+pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(acc: [[S::V; NV]; MR], st: &TileStore<S::T>) {
     let nr = NV * S::LANES;
     // Locals, so that stores through C cannot force these to be re-read.
     let TileStore { c, rs, cs, rows, cols, ep } = *st;
