@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _matgrad
 from ._grad import linear, linear_backward, matmul_backward
-from ._matgrad import available_kernels, get_num_threads, simd_kernel
+from ._matgrad import amx_supported, available_kernels, get_matmul_precision, get_num_threads, set_matmul_precision, simd_kernel
 from ._matmul import matmul
 
 __version__: str = _matgrad.__version__
@@ -31,6 +31,9 @@ __all__ = [
     "get_num_threads",
     "simd_kernel",
     "available_kernels",
+    "set_matmul_precision",
+    "get_matmul_precision",
+    "amx_supported",
     "nn",
     "__version__",
 ]

@@ -10,11 +10,11 @@ import numpy.typing as npt
 
 __version__: str
 
-def matmul(a: npt.ArrayLike, b: npt.ArrayLike, /, out: npt.NDArray | None = None) -> npt.NDArray | np.generic:
+def matmul(a: npt.ArrayLike, b: npt.ArrayLike, /, out: npt.NDArray | None = None, *, precision: str | None = None) -> npt.NDArray | np.generic:
     """``matgrad.matmul`` itself: numpy.matmul's semantics; the common call computed here, any
     other handed to ``matgrad._matmul.matmul_general``."""
 
-def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], /) -> None:
+def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], precision: str = "highest", /) -> None:
     """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
     ``out``'s or 1 (broadcast)."""
 
@@ -138,3 +138,22 @@ def gpu_column_sums(
     g: GpuBuffer, g_layout: tuple[int, int, int], rows: int, cols: int, sums: GpuBuffer, out_offset: int, /
 ) -> None:
     """``sums[out_offset + j] = Σ_i g[i, j]``; g_layout is (offset, row stride, column stride)."""
+
+def set_matmul_precision(precision: str, /) -> None:
+    """The default precision of float32 products: "highest", "high" or "medium"."""
+
+def get_matmul_precision() -> str:
+    """The default precision of float32 products."""
+
+def resolve_precision(precision: str | None, float32: bool, /) -> str:
+    """The precision a product uses (None: the default for float32, "highest" for float64);
+    ValueError for an unknown name, TypeError for "high"/"medium" on float64."""
+
+def amx_supported() -> bool:
+    """Whether "high"/"medium" float32 products can run on this CPU's AMX tiles."""
+
+def use_amx(enabled: bool, /) -> None:
+    """Lets (or stops) "high"/"medium" products use AMX (else the FMA kernels round while packing)."""
+
+def amx_in_use() -> bool:
+    """Whether "high"/"medium" products run on AMX now."""

@@ -40,7 +40,7 @@ def _check_out(out, s, dtype: np.dtype, shapes: str) -> tuple:
     return out, out_batch
 
 
-def matmul_general(a, b, out):
+def matmul_general(a, b, out, precision=None):
     """:func:`matmul` for what the extension does not take itself: array-likes, broadcast
     batches, mixed or other dtypes, unaligned or byte-swapped data, and ``out`` of another
     dtype or overlapping an operand or itself (computed into a temporary, then copied, as NumPy
@@ -51,7 +51,9 @@ def matmul_general(a, b, out):
     dtype = np.result_type(a.dtype, b.dtype)
     if dtype != F32 and dtype != F64:
         # Not accelerated: NumPy computes integers, bool, complex, float16 and objects.
+        _matgrad.resolve_precision(precision, True)  # (still an error for an unknown name)
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+    precision = _matgrad.resolve_precision(precision, dtype == F32)
 
     batch = s.batch
     if out is not None:
@@ -78,7 +80,7 @@ def matmul_general(a, b, out):
         nd = len(full_shape)
         a3 = a2.reshape((1,) * (nd - a2.ndim) + a2.shape)
         b3 = b2.reshape((1,) * (nd - b2.ndim) + b2.shape)
-        _matgrad.matmul_into(a3, b3, target)
+        _matgrad.matmul_into(a3, b3, target, precision)
 
     if out is not None:
         if not in_place:

@@ -89,7 +89,7 @@ def _check_labels(y, n: int, c: int) -> np.ndarray:
     return y.astype(np.intp, copy=False)
 
 
-def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
+def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0, *, precision=None):
     """Loss and gradients of the two-layer ReLU network with softmax cross-entropy.
 
     ``params``: a dict with ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, C), ``b2`` (C,).
@@ -99,9 +99,11 @@ def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
     Without ``y``, returns the scores Z2 (N, C). With ``y``, returns ``(loss, grads)``: the
     mean softmax cross-entropy plus the penalty as a Python float, and a dict of the
     gradients with the keys and shapes of ``params``. Arrays are float32 or float64 (the
-    result dtype of the inputs); bad shapes, keys or labels raise ValueError.
+    result dtype of the inputs); bad shapes, keys or labels raise ValueError. ``precision``
+    is how its float32 products are computed, as for :func:`matgrad.matmul`.
     """
     (X, W1, b1, W2, b2), (n, _d, h, c), dtype = _check_inputs(params, X)
+    precision = _matgrad.resolve_precision(precision, dtype == F32)
     labels = None if y is None else _check_labels(y, n, c)
     reg = float(reg)
     if not np.isfinite(reg) or reg < 0:
@@ -111,9 +113,9 @@ def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
         # Forward only. H1 = relu(X W1 + b1) in one GEMM: bias and ReLU are applied as each
         # tile of the product is stored, so Z1 never exists.
         H1 = np.empty((n, h), dtype)
-        _matgrad.linear_forward(X, W1, b1, False, True, H1)
+        _matgrad.linear_forward(X, W1, b1, False, True, H1, precision)
         scores = np.empty((n, c), dtype)
-        _matgrad.linear_forward(H1, W2, b2, False, False, scores)
+        _matgrad.linear_forward(H1, W2, b2, False, False, scores, precision)
         return scores
 
     # The step runs in the core in one call (matgrad_core::mlp): the four GEMMs with their
@@ -128,7 +130,7 @@ def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0):
     db1 = np.empty(h, dtype)
     db2 = np.empty(c, dtype)
     loss = _matgrad.mlp2_loss_and_grads(X, W1, b1, W2, b2, np.ascontiguousarray(labels),
-                                        dW1, db1, dW2, db2, bool(reg))
+                                        dW1, db1, dW2, db2, bool(reg), precision)
     if reg:
         # ΣW² as a dot product: one pass, no temporary of W's size.
         loss += reg * float(np.vdot(W1.ravel(), W1.ravel()) + np.vdot(W2.ravel(), W2.ravel()))

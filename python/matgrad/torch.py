@@ -40,20 +40,22 @@ def _tensor(a):
 
 class _LinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, precision):
         y = _np_linear(
             _numpy(x, "linear", "input"),
             _numpy(weight, "linear", "weight"),
             _numpy(bias, "linear", "bias"),
             weight_layout="out_in",
+            precision=precision,
         )
+        ctx.precision = precision
         ctx.save_for_backward(x, weight, bias)
         return torch.from_numpy(y)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, bias = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
         gx, gw, gb = _np_linear_backward(
             _numpy(grad_y, "linear", "grad_output"),
             _numpy(x, "linear", "input"),
@@ -62,51 +64,61 @@ class _LinearFunction(torch.autograd.Function):
             grad_x=need_x,
             grad_weight=need_w,
             grad_bias=need_b and bias is not None,
+            precision=ctx.precision,
         )
-        return _tensor(gx), _tensor(gw), _tensor(gb)
+        return _tensor(gx), _tensor(gw), _tensor(gb), None
 
 
 class _MatmulFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b):
-        c = _np_matmul(_numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"))
+    def forward(ctx, a, b, precision):
+        c = _np_matmul(_numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"), precision=precision)
+        ctx.precision = precision
         ctx.save_for_backward(a, b)
         return torch.as_tensor(c)
 
     @staticmethod
     def backward(ctx, grad_c):
         a, b = ctx.saved_tensors
-        need_a, need_b = ctx.needs_input_grad
+        need_a, need_b, _ = ctx.needs_input_grad
         ga, gb = _np_matmul_backward(
             _numpy(grad_c, "matmul", "grad_output"),
             _numpy(a, "matmul", "a"),
             _numpy(b, "matmul", "b"),
             grad_a=need_a,
             grad_b=need_b,
+            precision=ctx.precision,
         )
-        return _tensor(ga), _tensor(gb)
+        return _tensor(ga), _tensor(gb), None
 
 
-def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+           precision: str | None = None) -> torch.Tensor:
     """``input @ weight.T + bias`` like ``torch.nn.functional.linear``, weight of shape
-    (out, in), forward and backward on matgrad's kernels."""
-    return _LinearFunction.apply(input, weight, bias)
+    (out, in), forward and backward on matgrad's kernels (``precision`` as for
+    :func:`matgrad.matmul`)."""
+    return _LinearFunction.apply(input, weight, bias, precision)
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def matmul(a: torch.Tensor, b: torch.Tensor, *, precision: str | None = None) -> torch.Tensor:
     """``torch.matmul(a, b)``, forward and backward on matgrad's kernels."""
-    return _MatmulFunction.apply(a, b)
+    return _MatmulFunction.apply(a, b, precision)
 
 
 class Linear(torch.nn.Linear):
     """A drop-in for ``torch.nn.Linear`` computing with matgrad.
 
     Same constructor, parameters, initialization and ``state_dict`` (the two load each other's
-    state). Inputs that matgrad does not compute (non-CPU tensors, dtypes other than float32
-    and float64) fall back to ``torch.nn.functional.linear``.
+    state), and a keyword ``precision`` (as for :func:`matgrad.matmul`). Inputs that matgrad
+    does not compute (non-CPU tensors, dtypes other than float32 and float64) fall back to
+    ``torch.nn.functional.linear``.
     """
+
+    def __init__(self, *args, precision: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.device.type != "cpu" or input.dtype not in _DTYPES or self.weight.dtype != input.dtype:
             return torch.nn.functional.linear(input, self.weight, self.bias)
-        return linear(input, self.weight, self.bias)
+        return linear(input, self.weight, self.bias, precision=self.precision)

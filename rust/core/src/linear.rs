@@ -9,7 +9,7 @@
 //! Gᵀ X (OutIn);  ∂L/∂b = column sums of G. Every product is one GEMM on transposed views:
 //! nothing is copied or transposed in memory.
 
-use crate::gemm::{BiasAxis, Gemm, HasKernels, MatMut, MatRef, ShapeError, VecRef};
+use crate::gemm::{BiasAxis, Gemm, HasKernels, MatMut, MatRef, Precision, ShapeError, VecRef};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightLayout {
@@ -37,6 +37,7 @@ pub fn forward<T: HasKernels>(
     bias: Option<VecRef<'_, T>>,
     relu: bool,
     y: MatMut<'_, T>,
+    precision: Precision,
 ) -> Result<(), ShapeError> {
     let w = layout.in_out(w);
     if x.cols() != w.rows() || y.rows() != x.rows() || y.cols() != w.cols() {
@@ -50,7 +51,7 @@ pub fn forward<T: HasKernels>(
             y.cols()
         )));
     }
-    let mut gemm = Gemm::new(x, w, y)?.relu(relu);
+    let mut gemm = Gemm::new(x, w, y)?.relu(relu).precision(precision);
     if let Some(bias) = bias {
         gemm = gemm.bias(bias, BiasAxis::Columns)?;
     }
@@ -72,6 +73,8 @@ pub struct LinearGrads<'a, T> {
     /// Add ∂L/∂W to what `weight` holds (beta = 1 in its GEMM) instead of overwriting it, as
     /// gradient accumulation does; a weight-decay term preloaded there then costs no extra pass.
     pub accumulate_weight: bool,
+    /// How float32 products are computed ([`Precision`]).
+    pub precision: Precision,
 }
 
 /// The gradients of the linear layer given `grad_y` = ∂L/∂Y.
@@ -100,7 +103,7 @@ pub fn backward<T: HasKernels>(
     }
     if let Some(gx) = grads.x {
         // ∂L/∂X = G Wᵀ, with W seen as (in, out).
-        let gemm = Gemm::new(grad_y, w_io.t(), gx)?;
+        let gemm = Gemm::new(grad_y, w_io.t(), gx)?.precision(grads.precision);
         match grads.x_relu_mask {
             Some(mask) => gemm.relu_grad_mask(mask)?.run(),
             None => gemm.run(),
@@ -115,7 +118,7 @@ pub fn backward<T: HasKernels>(
                 WeightLayout::OutIn => gw.t(),
             };
             let beta = if grads.accumulate_weight { T::ONE } else { T::ZERO };
-            let gemm = Gemm::new(x.t(), grad_y, gw_io)?.beta(beta);
+            let gemm = Gemm::new(x.t(), grad_y, gw_io)?.beta(beta).precision(grads.precision);
             // G is the B operand here: its column sums (∂L/∂b) come out of packing it.
             match bias {
                 Some(gb) => gemm.b_col_sums(gb)?.run(),

@@ -18,7 +18,7 @@
 //! [`Mlp2Grads::accumulate_weights`], and add λΣW² to the loss.
 
 use crate::buffers::with_scratch;
-use crate::gemm::{HasKernels, MatMut, MatRef, ShapeError, VecRef};
+use crate::gemm::{HasKernels, MatMut, MatRef, Precision, ShapeError, VecRef};
 use crate::linear::{self, LinearGrads, WeightLayout};
 
 /// The parameters: W1 (D, H), b1 (H,), W2 (H, C), b2 (C,).
@@ -43,7 +43,13 @@ pub struct Mlp2Grads<'a, T> {
 impl<T: HasKernels> Mlp2<'_, T> {
     /// The mean softmax cross-entropy of the scores of `x` (N, D) against `labels` (N class
     /// indices in `0..C`), and its gradients written into `grads`.
-    pub fn loss_and_grads(&self, x: MatRef<'_, T>, labels: &[usize], grads: Mlp2Grads<'_, T>) -> Result<f64, ShapeError> {
+    pub fn loss_and_grads(
+        &self,
+        x: MatRef<'_, T>,
+        labels: &[usize],
+        grads: Mlp2Grads<'_, T>,
+        precision: Precision,
+    ) -> Result<f64, ShapeError> {
         let (n, d, h, c) = (x.rows(), x.cols(), self.w1.cols(), self.w2.cols());
         let fits = self.w1.rows() == d
             && self.w2.rows() == h
@@ -79,9 +85,9 @@ impl<T: HasKernels> Mlp2<'_, T> {
             let (h1, rest) = scratch.split_at_mut(n * h);
             let (dz1, scores) = rest.split_at_mut(n * h);
             let (hs, cs) = (h as isize, c as isize);
-            linear::forward(x, self.w1, layout, Some(self.b1), true, MatMut::from_slice(h1, 0, n, h, hs, 1))?;
+            linear::forward(x, self.w1, layout, Some(self.b1), true, MatMut::from_slice(h1, 0, n, h, hs, 1), precision)?;
             let h1 = MatRef::from_slice(h1, 0, n, h, hs, 1);
-            linear::forward(h1, self.w2, layout, Some(self.b2), false, MatMut::from_slice(scores, 0, n, c, cs, 1))?;
+            linear::forward(h1, self.w2, layout, Some(self.b2), false, MatMut::from_slice(scores, 0, n, c, cs, 1), precision)?;
             let loss = softmax_cross_entropy(scores, c, labels);
             let dz2 = MatRef::from_slice(scores, 0, n, c, cs, 1);
             let second = LinearGrads {
@@ -90,6 +96,7 @@ impl<T: HasKernels> Mlp2<'_, T> {
                 weight: Some(grads.w2),
                 bias: Some(grads.b2),
                 accumulate_weight: grads.accumulate_weights,
+                precision,
             };
             linear::backward(dz2, h1, self.w2, layout, second)?;
             let first = LinearGrads {
@@ -98,6 +105,7 @@ impl<T: HasKernels> Mlp2<'_, T> {
                 weight: Some(grads.w1),
                 bias: Some(grads.b1),
                 accumulate_weight: grads.accumulate_weights,
+                precision,
             };
             linear::backward(MatRef::from_slice(dz1, 0, n, h, hs, 1), x, self.w1, layout, first)?;
             Ok(loss)

@@ -1,7 +1,7 @@
 //! The core GEMM against a naive reference: many shapes (around MR, NR, KC, MC and NC), every
 //! kind of stride, every kernel this CPU supports, C pre-filled with NaN.
 
-use matgrad_core::gemm::{gemm_batched, Batch, BiasAxis, Blocking, CacheSizes, Gemm, HasKernels, Isa, MatMut, MatRef, VecRef};
+use matgrad_core::gemm::{gemm_batched, Batch, BiasAxis, Blocking, CacheSizes, Gemm, HasKernels, Isa, MatMut, MatRef, Precision, VecRef};
 use matgrad_core::threads;
 
 /// Deterministic values in [-1, 1).
@@ -536,6 +536,7 @@ fn batched_with_broadcast_batch_dimensions() {
             MatRef::from_slice(&b, 0, k, n, n as isize, 1),
             MatMut::from_raw_parts(c.as_mut_ptr(), m, n, n as isize, 1),
             Batch { shape: &shape, a_strides: &sa, b_strides: &sb, c_strides: &sc },
+            Precision::Highest,
         )
         .unwrap();
     }
@@ -596,6 +597,7 @@ fn batched_shared_b(count: usize, (m, n, k): (usize, usize, usize), gap: usize, 
             MatRef::from_slice(&b, 0, k, n, n as isize, 1),
             MatMut::from_raw_parts(c.as_mut_ptr(), m, n, c_rs, c_cs),
             Batch { shape: &shape, a_strides: &sa, b_strides: &sb, c_strides: &sc },
+            Precision::Highest,
         )
         .unwrap();
     }

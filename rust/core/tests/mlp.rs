@@ -1,7 +1,7 @@
 //! The two-layer network's step (`matgrad_core::mlp`) against a naive f64 computation of the
 //! same chain rule.
 
-use matgrad_core::gemm::{HasKernels, MatMut, MatRef, VecRef};
+use matgrad_core::gemm::{HasKernels, MatMut, MatRef, Precision, VecRef};
 use matgrad_core::mlp::{Mlp2, Mlp2Grads};
 
 /// A small deterministic generator of values in [-1, 1).
@@ -116,7 +116,7 @@ fn run_step<T: HasKernels>(
         b2: gb2,
         accumulate_weights,
     };
-    net.loss_and_grads(MatRef::from_slice(x, 0, rows, d, d as isize, 1), labels, grads).map_err(|e| e.0)
+    net.loss_and_grads(MatRef::from_slice(x, 0, rows, d, d as isize, 1), labels, grads, Precision::Highest).map_err(|e| e.0)
 }
 
 /// Runs the step in `T` on data drawn from `seed` and checks it against [`reference`]:

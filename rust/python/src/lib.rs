@@ -5,7 +5,7 @@
 //! pointers and strides to the core. No arithmetic happens here; the NumPy semantics (1-D
 //! operands, broadcasting, promotion, `out=` checks) live in `python/matgrad/__init__.py`.
 
-use matgrad_core::gemm::{self, Batch, HasKernels, Isa};
+use matgrad_core::gemm::{self, Batch, HasKernels, Isa, Precision};
 use matgrad_core::linear::{self, LinearGrads, WeightLayout};
 use matgrad_core::mlp::{Mlp2, Mlp2Grads};
 use matgrad_core::threads;
@@ -18,6 +18,7 @@ use pyo3::types::PyDict;
 mod fast;
 #[cfg(feature = "gpu")]
 mod gpu;
+mod precision;
 mod views;
 use views::{ArrayView, Unchecked};
 
@@ -60,17 +61,27 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
 /// non-contiguous view, may overlap ``a``, ``b`` or itself, and must have the result's shape
 /// and a dtype the result casts to under ``same_kind``.
 ///
+/// ``precision`` ("highest", "high" or "medium"; None: matgrad.get_matmul_precision()) is how
+/// float32 products are computed: float32 multiply-adds, bfloat16x3, or bfloat16 operands
+/// (on the CPU's matrix engine where it has one). float64 is always computed in float64.
+///
 /// >>> import numpy as np, matgrad
 /// >>> matgrad.matmul(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1.0, 1.0]))
 /// array([3., 7.])
 #[pyfunction]
-#[pyo3(signature = (a, b, /, out=None))]
-fn matmul(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
-    if let Some(result) = fast::matmul(py, a, b, out)? {
+#[pyo3(signature = (a, b, /, out=None, *, precision=None))]
+fn matmul(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: Option<&Bound<'_, PyAny>>,
+    precision: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some(result) = fast::matmul(py, a, b, out, precision)? {
         return Ok(result);
     }
     static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    general(py, &GENERAL, "matgrad._matmul", "matmul_general")?.call1(py, (a, b, out))
+    general(py, &GENERAL, "matgrad._matmul", "matmul_general")?.call1(py, (a, b, out, precision))
 }
 
 /// The Python function that takes the calls the compiled path does not (imported once).
@@ -81,14 +92,15 @@ fn general<'a>(py: Python<'_>, cell: &'a PyOnceLock<Py<PyAny>>, module: &str, na
 /// The keyword arguments of the linear functions: `weight_layout` (`"in_out"` unless given)
 /// as `out_in`, and the gradient flags (`True` unless given); None when anything else is
 /// there or a value is not one the compiled path takes (the Python path then decides).
-struct LinearOptions {
+struct LinearOptions<'py> {
     out_in: bool,
     wanted: fast::Wanted,
+    precision: Option<Bound<'py, PyAny>>,
 }
 
-impl LinearOptions {
-    fn parse(kwargs: Option<&Bound<'_, PyDict>>, flags: bool) -> PyResult<Option<LinearOptions>> {
-        let mut options = LinearOptions { out_in: false, wanted: fast::Wanted { x: true, weight: true, bias: true } };
+impl<'py> LinearOptions<'py> {
+    fn parse(kwargs: Option<&Bound<'py, PyDict>>, flags: bool) -> PyResult<Option<LinearOptions<'py>>> {
+        let mut options = LinearOptions { out_in: false, wanted: fast::Wanted { x: true, weight: true, bias: true }, precision: None };
         let Some(kwargs) = kwargs else { return Ok(Some(options)) };
         for (key, value) in kwargs.iter() {
             let Ok(key) = key.extract::<&str>() else { return Ok(None) };
@@ -98,6 +110,7 @@ impl LinearOptions {
                 ("grad_x", _) if flags => options.wanted.x = value.is_truthy()?,
                 ("grad_weight", _) if flags => options.wanted.weight = value.is_truthy()?,
                 ("grad_bias", _) if flags => options.wanted.bias = value.is_truthy()?,
+                ("precision", _) => options.precision = Some(value),
                 _ => return Ok(None),
             }
         }
@@ -108,7 +121,7 @@ impl LinearOptions {
 /// The linear layer: ``x @ W + bias`` (``weight_layout="in_out"``, W of shape (in, out)) or
 /// torch's ``x @ W.T + bias`` (``"out_in"``, W of shape (out, in)).
 ///
-/// ``linear(x, weight, bias=None, /, *, weight_layout="in_out")``: ``x`` has any number of
+/// ``linear(x, weight, bias=None, /, *, weight_layout="in_out", precision=None)``: ``x`` has any number of
 /// leading dimensions (..., in); the result is (..., out). The bias is added as the GEMM stores
 /// each tile of the result, not in a second pass.
 #[pyfunction(name = "linear")]
@@ -121,7 +134,7 @@ fn linear_layer(
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Py<PyAny>> {
     if let Some(options) = LinearOptions::parse(kwargs, false)? {
-        if let Some(y) = fast::linear(py, x, weight, bias, options.out_in)? {
+        if let Some(y) = fast::linear(py, x, weight, bias, options.out_in, options.precision.as_ref())? {
             return Ok(y);
         }
     }
@@ -132,7 +145,7 @@ fn linear_layer(
 /// Gradients of :func:`linear` given ``grad_y`` = ∂L/∂y.
 ///
 /// ``linear_backward(grad_y, x, weight, /, *, weight_layout="in_out", grad_x=True,
-/// grad_weight=True, grad_bias=True)`` returns ``(grad_x, grad_weight, grad_bias)``, ``None``
+/// grad_weight=True, grad_bias=True, precision=None)`` returns ``(grad_x, grad_weight, grad_bias)``, ``None``
 /// for those not asked for: grad_x = G Wᵀ (..., in); grad_weight in the weight's own layout
 /// (Xᵀ G, or Gᵀ X for ``"out_in"``); grad_bias = the column sums of G, summed while G is
 /// packed for the grad_weight GEMM. Leading dimensions of ``x`` and ``grad_y`` are flattened.
@@ -146,7 +159,7 @@ fn linear_backward(
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Py<PyAny>> {
     if let Some(options) = LinearOptions::parse(kwargs, true)? {
-        if let Some(grads) = fast::linear_backward(py, grad_y, x, weight, options.out_in, options.wanted)? {
+        if let Some(grads) = fast::linear_backward(py, grad_y, x, weight, options.out_in, options.wanted, options.precision.as_ref())? {
             return Ok(grads);
         }
     }
@@ -157,11 +170,19 @@ fn linear_backward(
 /// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
 /// (>= 2); a batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
 #[pyfunction]
-fn matmul_into(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
-    with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out))
+#[pyo3(signature = (a, b, out, precision="highest"))]
+fn matmul_into(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>, precision: &str) -> PyResult<()> {
+    let precision = precision::from_name(precision)?;
+    with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out, precision))
 }
 
-fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+fn matmul_typed<T: Float>(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    precision: Precision,
+) -> PyResult<()> {
     let a = ArrayView::<T>::borrow(a, "a")?;
     let b = ArrayView::<T>::borrow(b, "b")?;
     let c = ArrayView::<T>::borrow_mut(out, "out")?;
@@ -191,7 +212,7 @@ fn matmul_typed<T: Float>(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, Py
         unsafe {
             let (am, bm, cm) = (a.matrix(), b.matrix(), c.matrix_mut());
             let batch = Batch { shape: batch, a_strides: &a_strides, b_strides: &b_strides, c_strides: &c_strides };
-            gemm::gemm_batched(am, bm, cm, batch).map_err(|e| e.0)
+            gemm::gemm_batched(am, bm, cm, batch, precision).map_err(|e| e.0)
         }
     })
     .map_err(PyValueError::new_err)
@@ -219,7 +240,8 @@ fn require_ndim<T: Float>(view: &ArrayView<T>, nd: usize, name: &str) -> PyResul
 
 /// `y[...] = relu?(x @ W + bias)`: x (batch, in), W (in, out) or, with `out_in`, (out, in).
 #[pyfunction]
-#[pyo3(signature = (x, weight, bias, out_in, relu, y))]
+#[pyo3(signature = (x, weight, bias, out_in, relu, y, precision="highest"))]
+#[allow(clippy::too_many_arguments)]
 fn linear_forward(
     py: Python<'_>,
     x: &Bound<'_, PyAny>,
@@ -228,7 +250,9 @@ fn linear_forward(
     out_in: bool,
     relu: bool,
     y: &Bound<'_, PyAny>,
+    precision: &str,
 ) -> PyResult<()> {
+    let precision = precision::from_name(precision)?;
     with_float_dtype!(y, "linear", |T| {
         let x = ArrayView::<T>::borrow(x, "x")?;
         let w = ArrayView::<T>::borrow(weight, "weight")?;
@@ -244,7 +268,7 @@ fn linear_forward(
         py.detach(move || {
             let (x, w, bias, y) = work.into_inner();
             // SAFETY: live arrays, dtypes and ranks checked above; the core checks the shapes.
-            unsafe { linear::forward(x.matrix(), w.matrix(), layout(out_in), bias.map(|b| b.vector()), relu, y.matrix_mut()) }
+            unsafe { linear::forward(x.matrix(), w.matrix(), layout(out_in), bias.map(|b| b.vector()), relu, y.matrix_mut(), precision) }
         })
         .map_err(|e| PyValueError::new_err(e.0))
     })
@@ -252,7 +276,7 @@ fn linear_forward(
 
 /// The linear layer's gradients into the given outputs (None: not wanted).
 #[pyfunction]
-#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false, grad_x_relu_mask = None))]
+#[pyo3(signature = (grad_y, x, weight, out_in, grad_x, grad_weight, grad_bias, accumulate_weight = false, grad_x_relu_mask = None, precision = "highest"))]
 #[allow(clippy::too_many_arguments)]
 fn linear_backward_into(
     py: Python<'_>,
@@ -265,7 +289,9 @@ fn linear_backward_into(
     grad_bias: Option<&Bound<'_, PyAny>>,
     accumulate_weight: bool,
     grad_x_relu_mask: Option<&Bound<'_, PyAny>>,
+    precision: &str,
 ) -> PyResult<()> {
+    let precision = precision::from_name(precision)?;
     with_float_dtype!(grad_y, "linear_backward", |T| {
         let g = ArrayView::<T>::borrow(grad_y, "grad_y")?;
         let x = ArrayView::<T>::borrow(x, "x")?;
@@ -303,6 +329,7 @@ fn linear_backward_into(
                     weight: gw.map(|v| v.matrix_mut()),
                     bias: gb,
                     accumulate_weight,
+                    precision,
                 };
                 linear::backward(g.matrix(), x.matrix(), w.matrix(), layout(out_in), grads)
             }
@@ -351,7 +378,7 @@ fn force_kernel(name: &str) -> PyResult<()> {
 /// gradients into `grad_*` (contiguous biases; the weight gradients added to with
 /// `accumulate_weights`) and returns the mean cross-entropy. Labels are an intp array.
 #[pyfunction]
-#[pyo3(signature = (x, w1, b1, w2, b2, labels, grad_w1, grad_b1, grad_w2, grad_b2, accumulate_weights))]
+#[pyo3(signature = (x, w1, b1, w2, b2, labels, grad_w1, grad_b1, grad_w2, grad_b2, accumulate_weights, precision = "highest"))]
 #[allow(clippy::too_many_arguments)]
 fn mlp2_loss_and_grads(
     py: Python<'_>,
@@ -366,7 +393,9 @@ fn mlp2_loss_and_grads(
     grad_w2: &Bound<'_, PyAny>,
     grad_b2: &Bound<'_, PyAny>,
     accumulate_weights: bool,
+    precision: &str,
 ) -> PyResult<f64> {
+    let precision = precision::from_name(precision)?;
     let labels = labels
         .as_array()
         .iter()
@@ -391,7 +420,7 @@ fn mlp2_loss_and_grads(
             unsafe {
                 let net = Mlp2 { w1: w1.matrix(), b1: b1.vector(), w2: w2.matrix(), b2: b2.vector() };
                 let grads = Mlp2Grads { w1: gw1.matrix_mut(), b1: gb1, w2: gw2.matrix_mut(), b2: gb2, accumulate_weights };
-                net.loss_and_grads(x.matrix(), &labels, grads)
+                net.loss_and_grads(x.matrix(), &labels, grads, precision)
             }
         })
         .map_err(|e| PyValueError::new_err(e.0))
@@ -412,6 +441,12 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(force_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::set_matmul_precision, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::get_matmul_precision, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::resolve_precision, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::amx_supported, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::use_amx, m)?)?;
+    m.add_function(wrap_pyfunction!(precision::amx_in_use, m)?)?;
     #[cfg(feature = "gpu")]
     gpu::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

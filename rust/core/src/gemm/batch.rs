@@ -4,7 +4,7 @@
 use super::dispatch::HasKernels;
 use super::plan::{plan, Path, Plan};
 use super::view::{MatMut, MatRef};
-use super::{small, Gemm, ShapeError};
+use super::{small, Gemm, Precision, ShapeError};
 use crate::threads::{self, Team};
 
 /// The batch loop around [`Gemm`]: `C[idx] = A[idx] B[idx]` for every index of `shape`, each
@@ -55,13 +55,14 @@ pub unsafe fn gemm_batched<T: HasKernels>(
     b: MatRef<'_, T>,
     mut c: MatMut<'_, T>,
     batch: Batch<'_>,
+    precision: Precision,
 ) -> Result<(), ShapeError> {
     let nd = batch.shape.len();
     if batch.a_strides.len() != nd || batch.b_strides.len() != nd || batch.c_strides.len() != nd {
         return Err(ShapeError("batch strides must have one entry per batch dimension".into()));
     }
     // Validate the shapes once, on the first product.
-    let (problem, isa) = Gemm::new(a, b, c.reborrow())?.into_problem();
+    let (problem, isa) = Gemm::new(a, b, c.reborrow())?.precision(precision).into_problem();
     let count = batch.len();
     if count == 0 {
         return Ok(());
@@ -70,7 +71,7 @@ pub unsafe fn gemm_batched<T: HasKernels>(
         // SAFETY: the rows of every matrix of A and C, which the caller vouches for.
         let (a_all, c_all) =
             (MatRef::from_raw_parts(a.ptr, a_rows, a.cols, a.rs, a.cs), MatMut::from_raw_parts(c.ptr, c_rows, c.cols, c.rs, c.cs));
-        Gemm::new(a_all, b, c_all)?.run();
+        Gemm::new(a_all, b, c_all)?.precision(precision).run();
         return Ok(());
     }
     let each = |t: usize, plan: &Plan<T>, team: &Team| {

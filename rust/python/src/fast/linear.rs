@@ -1,12 +1,13 @@
 //! `matgrad.linear` and `matgrad.linear_backward`: their common call (see the module above),
 //! x of one dimension (one sample) or two (a batch).
 
+use matgrad_core::gemm::Precision;
 use matgrad_core::linear::{self, LinearGrads, WeightLayout};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::{compute, new_array, RawArray, NPY_FLOAT};
-use crate::Float;
+use crate::{precision, Float};
 
 fn layout(out_in: bool) -> WeightLayout {
     if out_in {
@@ -38,17 +39,19 @@ pub(crate) fn linear(
     w: &Bound<'_, PyAny>,
     bias: Option<&Bound<'_, PyAny>>,
     out_in: bool,
+    precision: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Py<PyAny>>> {
     let mut arrays = vec![x, w];
     arrays.extend(bias);
     let Some(raw) = operands(py, &arrays) else { return Ok(None) };
+    let precision = precision::resolve(precision, raw[0].type_num == NPY_FLOAT)?;
     match raw[0].type_num {
-        NPY_FLOAT => linear_typed::<f32>(py, &raw, out_in),
-        _ => linear_typed::<f64>(py, &raw, out_in),
+        NPY_FLOAT => linear_typed::<f32>(py, &raw, out_in, precision),
+        _ => linear_typed::<f64>(py, &raw, out_in, precision),
     }
 }
 
-fn linear_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool) -> PyResult<Option<Py<PyAny>>> {
+fn linear_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool, precision: Precision) -> PyResult<Option<Py<PyAny>>> {
     let (rx, rw, rb) = (raw[0], raw[1], raw.get(2).copied());
     if !matches!(rx.nd, 1 | 2) || rw.nd != 2 {
         return Ok(None);
@@ -68,7 +71,7 @@ fn linear_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool) -> PyR
         Some(Some(b)) => Some(b),
         Some(None) => return Ok(None),
     };
-    compute(py, rows * n_in * n_out, move || linear::forward(xm, wm, layout(out_in), bias, false, ym))
+    compute(py, rows * n_in * n_out, move || linear::forward(xm, wm, layout(out_in), bias, false, ym, precision))
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))?;
     Ok(Some(y.unbind()))
 }
@@ -89,15 +92,23 @@ pub(crate) fn linear_backward(
     w: &Bound<'_, PyAny>,
     out_in: bool,
     wanted: Wanted,
+    precision: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Py<PyAny>>> {
     let Some(raw) = operands(py, &[g, x, w]) else { return Ok(None) };
+    let precision = precision::resolve(precision, raw[0].type_num == NPY_FLOAT)?;
     match raw[0].type_num {
-        NPY_FLOAT => backward_typed::<f32>(py, &raw, out_in, wanted),
-        _ => backward_typed::<f64>(py, &raw, out_in, wanted),
+        NPY_FLOAT => backward_typed::<f32>(py, &raw, out_in, wanted, precision),
+        _ => backward_typed::<f64>(py, &raw, out_in, wanted, precision),
     }
 }
 
-fn backward_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool, wanted: Wanted) -> PyResult<Option<Py<PyAny>>> {
+fn backward_typed<T: Float>(
+    py: Python<'_>,
+    raw: &[RawArray],
+    out_in: bool,
+    wanted: Wanted,
+    precision: Precision,
+) -> PyResult<Option<Py<PyAny>>> {
     let (rg, rx, rw) = (raw[0], raw[1], raw[2]);
     if !matches!(rx.nd, 1 | 2) || rg.nd != rx.nd || rw.nd != 2 {
         return Ok(None);
@@ -132,7 +143,7 @@ fn backward_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool, want
     };
     let size = rows * n_in * n_out * (usize::from(wanted.x) + usize::from(wanted.weight));
     compute(py, size, move || {
-        let grads = LinearGrads { x: gxm, x_relu_mask: None, weight: gwm, bias: gbs, accumulate_weight: false };
+        let grads = LinearGrads { x: gxm, x_relu_mask: None, weight: gwm, bias: gbs, accumulate_weight: false, precision };
         linear::backward(gm, xm, wm, layout(out_in), grads)
     })
     .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))?;

@@ -1,11 +1,11 @@
 //! `matgrad.matmul`'s common call (see the module above).
 
-use matgrad_core::gemm::{self, Batch, Gemm, MatMut};
+use matgrad_core::gemm::{self, Batch, Gemm, MatMut, Precision};
 use numpy::npyffi::PY_ARRAY_API;
 use pyo3::prelude::*;
 
 use super::{compute, new_array, ranges_meet, RawArray, NPY_FLOAT};
-use crate::Float;
+use crate::{precision, Float};
 
 /// `a @ b` for the shapes this path takes, or None for the Python path.
 pub(crate) fn matmul(
@@ -13,18 +13,26 @@ pub(crate) fn matmul(
     a: &Bound<'_, PyAny>,
     b: &Bound<'_, PyAny>,
     out: Option<&Bound<'_, PyAny>>,
+    precision: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Option<Py<PyAny>>> {
     let (Some(ra), Some(rb)) = (RawArray::of(py, a), RawArray::of(py, b)) else { return Ok(None) };
     if ra.type_num != rb.type_num {
         return Ok(None);
     }
+    let precision = precision::resolve(precision, ra.type_num == NPY_FLOAT)?;
     match ra.type_num {
-        NPY_FLOAT => matmul_typed::<f32>(py, ra, rb, out),
-        _ => matmul_typed::<f64>(py, ra, rb, out),
+        NPY_FLOAT => matmul_typed::<f32>(py, ra, rb, out, precision),
+        _ => matmul_typed::<f64>(py, ra, rb, out, precision),
     }
 }
 
-fn matmul_typed<T: Float>(py: Python<'_>, ra: RawArray, rb: RawArray, out: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+fn matmul_typed<T: Float>(
+    py: Python<'_>,
+    ra: RawArray,
+    rb: RawArray,
+    out: Option<&Bound<'_, PyAny>>,
+    precision: Precision,
+) -> PyResult<Option<Py<PyAny>>> {
     let (nda, ndb) = (ra.nd, rb.nd);
     let batched = nda >= 3 || ndb >= 3;
     if nda == 0 || ndb == 0 || (batched && (nda < 2 || ndb < 2)) {
@@ -129,11 +137,11 @@ fn matmul_typed<T: Float>(py: Python<'_>, ra: RawArray, rb: RawArray, out: Optio
             let batch = Batch { shape: batch_shape, a_strides: &sa, b_strides: &sb, c_strides: &sc };
             // SAFETY: every batch index addresses matrices of the live arrays, and C's do not
             // overlap (C is new, or checked not to overlap itself).
-            unsafe { gemm::gemm_batched(am, bm, cm, batch) }.map_err(|e| e.0)
+            unsafe { gemm::gemm_batched(am, bm, cm, batch, precision) }.map_err(|e| e.0)
         };
         compute(py, work, run).map_err(pyo3::exceptions::PyValueError::new_err)?;
     } else {
-        let run = move || Gemm::new(am, bm, cm).map(Gemm::run).map_err(|e| e.0);
+        let run = move || Gemm::new(am, bm, cm).map(|g| g.precision(precision).run()).map_err(|e| e.0);
         compute(py, work, run).map_err(pyo3::exceptions::PyValueError::new_err)?;
     }
     if out.is_some() {
