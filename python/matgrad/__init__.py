@@ -31,12 +31,27 @@ __all__ = [
     "get_num_threads",
     "simd_kernel",
     "available_kernels",
+    "fma_peak",
     "set_matmul_precision",
     "get_matmul_precision",
     "amx_supported",
     "nn",
     "__version__",
 ]
+
+
+def fma_peak(dtype="float32", threads: int | None = None, seconds: float = 0.2) -> float:
+    """GFLOP/s of this CPU's FMA peak, measured now: a register-only multiply-add loop on the
+    widest kernel path (``simd_kernel()``'s ISA), ``threads`` threads (default: matgrad's
+    count) for about ``seconds``. Products' speeds read as a share of it (the host's clock
+    moves, so measure it beside them)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"fma_peak: dtype must be float32 or float64, got {dt}")
+    n = get_num_threads() if threads is None else threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"fma_peak: threads must be an int >= 1, got {threads!r}")
+    return _matgrad.fma_peak(dt == np.float64, int(n), float(seconds))
 
 
 def set_num_threads(n: int) -> None:

@@ -157,3 +157,6 @@ def use_amx(enabled: bool, /) -> None:
 
 def amx_in_use() -> bool:
     """Whether "high"/"medium" products run on AMX now."""
+
+def fma_peak(float64: bool, threads: int, seconds: float, /) -> float:
+    """GFLOP/s of a register-only FMA loop (``matgrad.fma_peak``)."""

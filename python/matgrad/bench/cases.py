@@ -15,7 +15,7 @@ import numpy as np
 
 from . import reference as ref
 from .._shapes import matmul_shapes
-from .compare import check_grads, check_mlp2, close_enough
+from .compare import check_grads, check_mlp2, close_enough, close_to_bf16
 
 QUICK_SIZES = (64, 128, 256, 512, 1024)
 FULL_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -37,6 +37,8 @@ SHAPED = (
     ("broadcast", (64, 32, 32), (32, 32)),
 )
 QUICK_SHAPED = (SHAPED[0], SHAPED[2], SHAPED[3], SHAPED[5], SHAPED[6], SHAPED[9])
+#: Sizes of the float32 products at precision "high" and "medium".
+PRECISION_SIZES = (1024, 2048, 4096)
 #: The linear layer at the batches of inference: (batch, in, out).
 SMALL_BATCH_SHAPES = ((1, 784, 256), (8, 784, 256))
 
@@ -63,7 +65,7 @@ def _dims(shape: tuple) -> str:
 
 
 def matmul_case(ns, torch, name: str, op: str, dtype, shape_a: tuple, shape_b: tuple, x: float,
-                *, transposed: bool = False, small: bool = False) -> Case:
+                *, transposed: bool = False, small: bool = False, precision: str | None = None) -> Case:
     """``a @ b``; with ``transposed``, ``a`` and ``b`` are the transposes of C-ordered arrays."""
     dt = np.dtype(dtype)
 
@@ -75,7 +77,9 @@ def matmul_case(ns, torch, name: str, op: str, dtype, shape_a: tuple, shape_b: t
         else:
             a = ref.randn(rng, shape_a, dt)
             b = ref.randn(rng, shape_b, dt)
-        impls = ref.matmul_impls(ns, torch, a, b)
+        impls = ref.matmul_impls(ns, torch, a, b, precision)
+        if precision is not None:
+            return impls, lambda: close_to_bf16(np.asarray(impls["matgrad"]()), a, b, precision)
         return impls, lambda: close_enough(np.asarray(impls["matgrad"]()), np.matmul(a, b))
 
     result = matmul_shapes("matmul", shape_a, shape_b).result
@@ -168,6 +172,9 @@ def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
         cases += [linear_case(ns, torch, layout, shape) for shape in SMALL_BATCH_SHAPES + shapes]
     for layout in ("out_in", "in_out"):
         cases += [linear_backward_case(ns, torch, layout, shape) for shape in SMALL_BATCH_SHAPES + shapes]
+    for precision in ("medium", "high"):
+        cases += [matmul_case(ns, torch, f"matmul[{precision}] float32 n={n}", f"matmul[{precision}]", np.float32,
+                              (n, n), (n, n), n, precision=precision) for n in (PRECISION_SIZES[:1] if quick else PRECISION_SIZES)]
     cases.append(matmul_backward_case(ns, torch, 1024))
     cases.append(mlp2_case(ns, torch))
     return cases

@@ -44,6 +44,19 @@ def close_enough(res: Any, ref: np.ndarray) -> tuple[bool, str]:
     return ok, f"max|err|={err:.3g} (={rel:.2g} x rms, rtol={rtol:g})"
 
 
+def close_to_bf16(res, a, b, precision: str) -> tuple[bool, str]:
+    """A float32 product at ``precision`` against the float64 product: within 2⁻⁷ (one
+    bfloat16 rounding of each operand, "medium") or 2⁻¹⁴ ("high") of Σ|a||b|, relative to
+    its RMS."""
+    ref = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    mag = float(np.sqrt(np.mean(np.square(np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))))))
+    if res.shape != ref.shape or res.dtype != np.float32:
+        return False, f"shape/dtype {res.shape} {res.dtype}, want {ref.shape} float32"
+    err = float(np.max(np.abs(res.astype(np.float64) - ref))) / max(mag, 1e-30)
+    limit = 2.0**-7 if precision == "medium" else 2.0**-14 + 1e-5
+    return err <= limit, f"max|err|/rms(|A||B|) = {err:.2g} (limit {limit:.2g})"
+
+
 def check_grads(got, want, names) -> tuple[bool, str]:
     """:func:`close_enough` for each gradient of a tuple; ``None`` where one is not wanted."""
     if not isinstance(got, (tuple, list)) or len(got) != len(want):

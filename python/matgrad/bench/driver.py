@@ -126,6 +126,8 @@ def run_bench(*, quick: bool = False, json_path: str | None = None,
     t_start = time.perf_counter()
     results: list[dict] = []
     with pinned_threads(mg, torch, threads) as n_threads:
+        # The FMA peak of this CPU now, on the bench's threads: what each case is a share of.
+        peak = {dt: mg.fma_peak(dt, n_threads) for dt in ("float32", "float64")}
         bar = Progress(len(cases), enabled=progress)
         try:
             for case in cases:
@@ -135,7 +137,10 @@ def run_bench(*, quick: bool = False, json_path: str | None = None,
         finally:
             bar.close()
         meta = metadata(mg, torch, n_threads, device=device, quick=quick, repeats=reps,
-                        min_sample_s=min_sample)
+                        min_sample_s=min_sample, fma_peak_gflops=peak)
+    for rec in results:
+        if rec.get("status") == "ok" and rec["dtype"] in peak and rec["impls"]["matgrad"]["gflops"]:
+            rec["peak_share"] = rec["impls"]["matgrad"]["gflops"] / peak[rec["dtype"]]
     meta["wall_s"] = round(time.perf_counter() - t_start, 2)
     return _report(results, meta, reps, json_path, plot_path)
 
@@ -146,6 +151,10 @@ def _report(results: list[dict], meta: dict, reps: int, json_path, plot_path) ->
           + (f"  torch {meta['torch_version']}" if meta["torch_version"] else "  (no torch)")
           + f"  device={meta['device']}")
     print(f"cpu: {meta['cpu_model']}  ({meta['cpu_count']} logical cpus)")
+    peak = meta["fma_peak_gflops"]
+    print(f"FMA peak measured now ({meta['simd_kernel']}, {meta['threads']} threads): "
+          f"{peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64; "
+          "'peak' = matgrad's share of it")
     print(f"median of {reps} repeats, implementations interleaved; ratio = baseline time / "
           "matgrad time (>1: matgrad faster)")
     print()

@@ -32,12 +32,33 @@ def randn(rng: np.random.Generator, shape, dtype, scale: float = 1.0) -> np.ndar
 # ------------------------------------------------------------------------------- matmul
 
 
-def matmul_impls(ns, torch, a: np.ndarray, b: np.ndarray) -> Impls:
+def torch_bf16(torch, fn: Callable) -> Callable:
+    """``fn`` with torch's float32 matmuls in bfloat16 (``torch.backends.mkldnn.matmul.
+    fp32_precision = "bf16"``, its AMX path where the CPU has one), the setting restored."""
+    flags = torch.backends.mkldnn.matmul
+
+    def call():
+        before = flags.fp32_precision
+        flags.fp32_precision = "bf16"
+        try:
+            return fn()
+        finally:
+            flags.fp32_precision = before
+
+    return call
+
+
+def matmul_impls(ns, torch, a: np.ndarray, b: np.ndarray, precision: str | None = None) -> Impls:
+    """``a @ b``; with ``precision`` ("high"/"medium"), matgrad at it against NumPy's float32
+    and torch's float32 in bfloat16."""
     mm = need(ns, "matmul")
-    impls = {"matgrad": lambda: mm(a, b), "numpy": lambda: np.matmul(a, b)}
+    if precision is None:
+        impls = {"matgrad": lambda: mm(a, b), "numpy": lambda: np.matmul(a, b)}
+    else:
+        impls = {"matgrad": lambda: mm(a, b, precision=precision), "numpy": lambda: np.matmul(a, b)}
     if torch is not None:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        impls["torch"] = lambda: torch.matmul(ta, tb)
+        impls["torch"] = (lambda: torch.matmul(ta, tb)) if precision is None else torch_bf16(torch, lambda: torch.matmul(ta, tb))
     return impls
 
 

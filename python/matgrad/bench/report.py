@@ -40,20 +40,21 @@ def fmt_gflops(g: float | None) -> str:
 
 
 def format_table(cases: list[dict]) -> str:
-    head = ["case", "matgrad", "GFLOP/s", "numpy GF/s", "torch GF/s", "vs numpy", "vs torch",
-            "check"]
+    head = ["case", "matgrad", "GFLOP/s", "peak", "numpy GF/s", "torch GF/s", "vs numpy",
+            "vs torch", "check"]
     rows = []
     for c in cases:
         if c.get("status") == "skipped":
             continue
         if c.get("status") == "error":
-            rows.append([c["name"], "-", "-", "-", "-", "-", "-", "FAIL"])
+            rows.append([c["name"], "-", "-", "-", "-", "-", "-", "-", "FAIL"])
             continue
         im = c["impls"]
         rows.append([
             c["name"],
             fmt_time(im["matgrad"]["median_s"]),
             fmt_gflops(im["matgrad"]["gflops"]),
+            "-" if c.get("peak_share") is None else f"{100 * c['peak_share']:.0f}%",
             fmt_gflops(im.get("numpy", {}).get("gflops")),
             fmt_gflops(im.get("torch", {}).get("gflops")),
             fmt_ratio(c["ratio"].get("numpy")),
@@ -88,7 +89,7 @@ def flat_records(cases: list[dict]) -> list[dict]:
                 "impl": impl, "median_s": t["median_s"], "min_s": t["min_s"],
                 "max_s": t["max_s"], "repeats": t["repeats"], "loops": t["loops"],
                 "flops": c["flops"], "gflops": t["gflops"], "ratio_vs": ratio,
-                "check_passed": c["check_passed"],
+                "check_passed": c["check_passed"], "peak_share": c.get("peak_share") if impl == "matgrad" else None,
             })
     return rows
 

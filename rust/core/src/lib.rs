@@ -5,6 +5,7 @@
 //! - [`linear`]: the linear layer's forward and backward on top of it.
 //! - [`mlp`]: a two-layer ReLU network's loss and gradients, one training step in one call.
 //! - [`threads`]: the library's own thread pool.
+//! - [`peak`]: the FMA peak of this CPU, measured.
 //! - [`gpu`] (feature `gpu`): the same products in f32 on a wgpu device.
 
 mod buffers;
@@ -14,6 +15,7 @@ pub mod gemm;
 pub mod gpu;
 pub mod linear;
 pub mod mlp;
+pub mod peak;
 pub mod threads;
 
 pub use element::{Element, ElementKind};

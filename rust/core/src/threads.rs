@@ -85,7 +85,8 @@ impl Team {
     /// One thread: every task runs on the caller.
     pub const SERIAL: Team = Team { threads: 1, workers: None };
 
-    fn new(threads: usize) -> Result<Team, String> {
+    /// A team of its own: the caller and `threads - 1` new workers.
+    pub fn new(threads: usize) -> Result<Team, String> {
         if threads == 0 {
             return Err("the number of threads must be at least 1".into());
         }

@@ -338,6 +338,18 @@ fn linear_backward_into(
     })
 }
 
+/// GFLOP/s of a register-only FMA loop on `threads` threads for about `seconds`, on the
+/// widest kernel path of this CPU, in float64 or float32.
+#[pyfunction]
+#[pyo3(signature = (float64, threads, seconds))]
+fn fma_peak(py: Python<'_>, float64: bool, threads: usize, seconds: f64) -> PyResult<f64> {
+    if threads < 1 || !(seconds > 0.0 && seconds < 60.0) {
+        return Err(PyValueError::new_err(format!("fma_peak: need threads >= 1 and 0 < seconds < 60, got {threads} and {seconds}")));
+    }
+    let kind = if float64 { matgrad_core::ElementKind::F64 } else { matgrad_core::ElementKind::F32 };
+    Ok(py.detach(|| matgrad_core::peak::fma_peak(kind, threads, std::time::Duration::from_secs_f64(seconds))))
+}
+
 /// Sets the number of threads of matgrad's pool (>= 1).
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
@@ -441,6 +453,7 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(force_kernel, m)?)?;
+    m.add_function(wrap_pyfunction!(fma_peak, m)?)?;
     m.add_function(wrap_pyfunction!(precision::set_matmul_precision, m)?)?;
     m.add_function(wrap_pyfunction!(precision::get_matmul_precision, m)?)?;
     m.add_function(wrap_pyfunction!(precision::resolve_precision, m)?)?;
