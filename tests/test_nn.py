@@ -312,6 +312,18 @@ def test_demo_default_settings_reach_95_percent(capsys):
     assert "epoch  25/25" in out
 
 
+def test_demo_in_bfloat16_reaches_95_percent(capsys):
+    """--precision medium trains on bfloat16 products (AMX where the CPU has it) to >= 95%,
+    and times the run at highest beside it."""
+    pytest.importorskip("sklearn")
+    rc = _demo.main(["--no-progress", "--no-torch", "--precision", "medium", "--epochs", "15"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    acc = float(out.split("matgrad: final loss")[1].split("held-out accuracy")[1].split("%")[0])
+    assert acc >= 95.0 and "(precision medium)" in out
+    assert "matgrad at precision highest" in out and "highest/medium" in out
+
+
 def test_demo_float32_with_torch_loss_curves_agree(capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("torch")

@@ -271,12 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     m_losses, m_accs, m_time = train_matgrad(params, data, orders, args.lr, args.reg,
                                              args.progress, args.precision)
     final_acc = m_accs[-1]
-    print(f"matgrad (precision {args.precision}): final loss {m_losses[-1]:.5f}, held-out "
-          f"accuracy {100 * final_acc:.2f}%, training time {m_time:.3f} s", flush=True)
+    print(f"matgrad: final loss {m_losses[-1]:.5f}, held-out accuracy {100 * final_acc:.2f}%, "
+          f"training time {m_time:.3f} s (precision {args.precision})", flush=True)
     if args.precision != "highest":
         h_losses, h_accs, h_time = train_matgrad(params, data, orders, args.lr, args.reg,
                                                  args.progress, "highest")
-        print(f"matgrad (precision highest): final loss {h_losses[-1]:.5f}, held-out accuracy "
+        print(f"matgrad at precision highest: final loss {h_losses[-1]:.5f}, held-out accuracy "
               f"{100 * h_accs[-1]:.2f}%, training time {h_time:.3f} s "
               f"(highest/{args.precision} = {h_time / m_time:.2f}x)", flush=True)
 
