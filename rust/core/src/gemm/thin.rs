@@ -59,39 +59,10 @@ impl<T: Element> Thin<T> {
         let ep = p.ep.for_k_block(true, true);
         // A's rows run along k (a.cs == 1), and so do B's columns (b.rs == 1).
         let (a_rows, b_cols) = ((p.a.ptr, p.m, p.a.rs), (p.b.ptr, p.n, p.b.cs));
-        if p.m <= p.n {
-            let (short, long) = (a_rows, b_cols);
-            Thin {
-                k: p.k,
-                short: short.0,
-                short_rows: short.1,
-                short_rs: short.2,
-                long: long.0,
-                long_rows: long.1,
-                long_rs: long.2,
-                c: p.c,
-                c_short: p.c_rs,
-                c_long: p.c_cs,
-                short_is_rows: true,
-                ep,
-            }
-        } else {
-            let (short, long) = (b_cols, a_rows);
-            Thin {
-                k: p.k,
-                short: short.0,
-                short_rows: short.1,
-                short_rs: short.2,
-                long: long.0,
-                long_rows: long.1,
-                long_rs: long.2,
-                c: p.c,
-                c_short: p.c_cs,
-                c_long: p.c_rs,
-                short_is_rows: false,
-                ep,
-            }
-        }
+        let short_is_rows = p.m <= p.n;
+        let ((short, short_rows, short_rs), (long, long_rows, long_rs)) = if short_is_rows { (a_rows, b_cols) } else { (b_cols, a_rows) };
+        let (c_short, c_long) = if short_is_rows { (p.c_rs, p.c_cs) } else { (p.c_cs, p.c_rs) };
+        Thin { k: p.k, short, short_rows, short_rs, long, long_rows, long_rs, c: p.c, c_short, c_long, short_is_rows, ep }
     }
 
     #[inline(always)]
