@@ -5,14 +5,10 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-#[cfg(target_arch = "aarch64")]
-use super::kernel::neon;
-#[cfg(target_arch = "x86_64")]
-use super::kernel::x86;
-use super::kernel::{generic::Scalar, Simd, VectorEpilogue};
+use super::kernel::{run_on, Simd, SimdWork, VectorEpilogue};
 use super::problem::Problem;
 use super::sums;
-use crate::element::{Element, ElementKind};
+use crate::element::Element;
 use crate::threads::Team;
 
 /// Rows of C per task when the threads split a product.
@@ -52,27 +48,25 @@ pub(super) unsafe fn outer<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team)
     team.run_ranges(tasks, 1, |range| outer_on(isa, &o, range.start * TASK_ROWS..(range.end * TASK_ROWS).min(m)))
 }
 
+/// Rows `rows` of an outer product, as [`SimdWork`].
+struct OuterRows<'a, T> {
+    o: &'a Outer<T>,
+    rows: core::ops::Range<usize>,
+}
+
+impl<T: Element> SimdWork for OuterRows<'_, T> {
+    #[inline(always)]
+    unsafe fn run<S: Simd>(&self) {
+        // (S::T is T: the caller's promise.)
+        outer_with::<S>(&*(self.o as *const Outer<T>).cast(), self.rows.clone())
+    }
+}
+
 /// [`outer_with`] in the registers of `isa`.
 ///
 /// SAFETY: `o` describes valid operands, `rows` lies within C, `isa` is supported.
 unsafe fn outer_on<T: Element>(isa: Isa, o: &Outer<T>, rows: core::ops::Range<usize>) {
-    // The casts only rename T, which is the type KIND names.
-    #[cfg(target_arch = "x86_64")]
-    match (isa, T::KIND) {
-        (Isa::Avx512, ElementKind::F32) => return x86::outer_avx512_f32(&*(o as *const Outer<T>).cast(), rows),
-        (Isa::Avx512, ElementKind::F64) => return x86::outer_avx512_f64(&*(o as *const Outer<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F32) => return x86::outer_avx2_f32(&*(o as *const Outer<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F64) => return x86::outer_avx2_f64(&*(o as *const Outer<T>).cast(), rows),
-        _ => {}
-    }
-    #[cfg(target_arch = "aarch64")]
-    match (isa, T::KIND) {
-        (Isa::Neon, ElementKind::F32) => return neon::outer_neon_f32(&*(o as *const Outer<T>).cast(), rows),
-        (Isa::Neon, ElementKind::F64) => return neon::outer_neon_f64(&*(o as *const Outer<T>).cast(), rows),
-        _ => {}
-    }
-    let _ = isa;
-    outer_with::<Scalar<T>>(o, rows)
+    run_on(isa, T::KIND, &OuterRows { o, rows })
 }
 
 /// Rows `rows` of the outer product, in one ISA's registers.

@@ -11,15 +11,11 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-#[cfg(target_arch = "aarch64")]
-use super::kernel::neon;
-#[cfg(target_arch = "x86_64")]
-use super::kernel::x86;
-use super::kernel::{generic::Scalar, Simd};
+use super::kernel::{run_on, Simd, SimdWork};
 use super::problem::Problem;
 use super::sums;
 use super::vector::sum_lanes;
-use crate::element::{Element, ElementKind};
+use crate::element::Element;
 use crate::threads::Team;
 
 /// The most rows (or columns) of C this path takes.
@@ -86,27 +82,25 @@ pub(super) unsafe fn thin<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) 
     })
 }
 
+/// Long-side rows `rows` of a thin product, as [`SimdWork`].
+struct ThinRows<'a, T> {
+    t: &'a Thin<T>,
+    rows: core::ops::Range<usize>,
+}
+
+impl<T: Element> SimdWork for ThinRows<'_, T> {
+    #[inline(always)]
+    unsafe fn run<S: Simd>(&self) {
+        // (S::T is T: the caller's promise.)
+        thin_with::<S>(&*(self.t as *const Thin<T>).cast(), self.rows.clone())
+    }
+}
+
 /// [`thin_with`] in the registers of `isa`.
 ///
 /// SAFETY: `t` describes valid operands, `rows` lies within its long side, `isa` is supported.
 unsafe fn thin_on<T: Element>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<usize>) {
-    // The casts only rename T, which is the type KIND names.
-    #[cfg(target_arch = "x86_64")]
-    match (isa, T::KIND) {
-        (Isa::Avx512, ElementKind::F32) => return x86::thin_avx512_f32(&*(t as *const Thin<T>).cast(), rows),
-        (Isa::Avx512, ElementKind::F64) => return x86::thin_avx512_f64(&*(t as *const Thin<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F32) => return x86::thin_avx2_f32(&*(t as *const Thin<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F64) => return x86::thin_avx2_f64(&*(t as *const Thin<T>).cast(), rows),
-        _ => {}
-    }
-    #[cfg(target_arch = "aarch64")]
-    match (isa, T::KIND) {
-        (Isa::Neon, ElementKind::F32) => return neon::thin_neon_f32(&*(t as *const Thin<T>).cast(), rows),
-        (Isa::Neon, ElementKind::F64) => return neon::thin_neon_f64(&*(t as *const Thin<T>).cast(), rows),
-        _ => {}
-    }
-    let _ = isa;
-    thin_with::<Scalar<T>>(t, rows)
+    run_on(isa, T::KIND, &ThinRows { t, rows })
 }
 
 /// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type: up to

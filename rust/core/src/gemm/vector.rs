@@ -16,16 +16,11 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-use super::kernel::generic::Scalar;
-#[cfg(target_arch = "aarch64")]
-use super::kernel::neon;
-#[cfg(target_arch = "x86_64")]
-use super::kernel::x86;
-use super::kernel::Simd;
+use super::kernel::{run_on, Simd, SimdWork};
 use super::problem::Problem;
 use super::sums;
 use crate::buffers::with_scratch;
-use crate::element::{Element, ElementKind};
+use crate::element::Element;
 use crate::threads::Team;
 
 /// `y[i] = Σ_p mat(i, p) x[p]` for `i < outputs`: the product seen from its outputs.
@@ -130,27 +125,25 @@ pub(super) unsafe fn gemv<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) 
     }
 }
 
+/// Outputs `rows` of a product, as [`SimdWork`].
+struct GemvRows<'a, T> {
+    g: &'a Gemv<T>,
+    rows: core::ops::Range<usize>,
+}
+
+impl<T: Element> SimdWork for GemvRows<'_, T> {
+    #[inline(always)]
+    unsafe fn run<S: Simd>(&self) {
+        // (S::T is T: the caller's promise.)
+        gemv_with::<S>(&*(self.g as *const Gemv<T>).cast(), self.rows.clone())
+    }
+}
+
 /// [`gemv_with`] in the registers of `isa`, for outputs `rows` of `g`.
 ///
 /// SAFETY: `g` describes valid operands, `rows` lies within its outputs, `isa` is supported.
 unsafe fn gemv_on<T: Element>(isa: Isa, g: &Gemv<T>, rows: core::ops::Range<usize>) {
-    // The casts only rename T, which is the type KIND names.
-    #[cfg(target_arch = "x86_64")]
-    match (isa, T::KIND) {
-        (Isa::Avx512, ElementKind::F32) => return x86::gemv_avx512_f32(&*(g as *const Gemv<T>).cast(), rows),
-        (Isa::Avx512, ElementKind::F64) => return x86::gemv_avx512_f64(&*(g as *const Gemv<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F32) => return x86::gemv_avx2_f32(&*(g as *const Gemv<T>).cast(), rows),
-        (Isa::Avx2, ElementKind::F64) => return x86::gemv_avx2_f64(&*(g as *const Gemv<T>).cast(), rows),
-        _ => {}
-    }
-    #[cfg(target_arch = "aarch64")]
-    match (isa, T::KIND) {
-        (Isa::Neon, ElementKind::F32) => return neon::gemv_neon_f32(&*(g as *const Gemv<T>).cast(), rows),
-        (Isa::Neon, ElementKind::F64) => return neon::gemv_neon_f64(&*(g as *const Gemv<T>).cast(), rows),
-        _ => {}
-    }
-    let _ = isa;
-    gemv_with::<Scalar<T>>(g, rows)
+    run_on(isa, T::KIND, &GemvRows { g, rows })
 }
 
 /// The vector products of one ISA, written against its [`Simd`] type.

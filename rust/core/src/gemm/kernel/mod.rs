@@ -21,7 +21,7 @@
 //! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
 
 use super::epilogue::Epilogue;
-use crate::element::Element;
+use crate::element::{Element, ElementKind};
 use crate::gemm::Isa;
 
 pub(crate) mod generic;
@@ -108,6 +108,39 @@ pub(crate) unsafe fn store_first_through_buffer<S: Simd>(p: *mut S::T, v: S::V, 
     let mut lanes = [<S::T as Element>::ZERO; 16];
     S::store(lanes.as_mut_ptr(), v);
     core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, count);
+}
+
+/// Work written once against [`Simd`], run in the registers of the ISA in use by [`run_on`]
+/// (vector, thin and outer products).
+pub(crate) trait SimdWork {
+    /// SAFETY: `S`'s features are enabled, and `S::T` is the element type the work holds.
+    unsafe fn run<S: Simd>(&self);
+}
+
+/// Runs `work` (built for elements of `kind`) with the [`Simd`] type of `isa`, inside a
+/// `#[target_feature]` function of that ISA, so that its intrinsics inline.
+///
+/// SAFETY: `isa` is supported by this CPU and `kind` is the element type `work` holds.
+pub(crate) unsafe fn run_on<W: SimdWork>(isa: Isa, kind: ElementKind, work: &W) {
+    #[cfg(target_arch = "x86_64")]
+    match (isa, kind) {
+        (Isa::Avx512, ElementKind::F32) => return x86::with_avx512_f32(work),
+        (Isa::Avx512, ElementKind::F64) => return x86::with_avx512_f64(work),
+        (Isa::Avx2, ElementKind::F32) => return x86::with_avx2_f32(work),
+        (Isa::Avx2, ElementKind::F64) => return x86::with_avx2_f64(work),
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    match (isa, kind) {
+        (Isa::Neon, ElementKind::F32) => return work.run::<neon::NeonF32>(),
+        (Isa::Neon, ElementKind::F64) => return work.run::<neon::NeonF64>(),
+        _ => {}
+    }
+    let _ = isa;
+    match kind {
+        ElementKind::F32 => work.run::<generic::Scalar<f32>>(),
+        ElementKind::F64 => work.run::<generic::Scalar<f64>>(),
+    }
 }
 
 /// Where and how one micro-kernel call writes its tile (see the module's contract).

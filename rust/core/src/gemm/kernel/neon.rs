@@ -7,9 +7,6 @@ use core::arch::aarch64::*;
 use super::{
     load_first_through_buffer, microkernel, microkernel_in_place, store_first_through_buffer, InPlaceOperands, MicroKernel, Simd, TileStore,
 };
-use crate::gemm::outer::{outer_with, Outer};
-use crate::gemm::thin::{thin_with, Thin};
-use crate::gemm::vector::{gemv_with, Gemv};
 use crate::gemm::Isa;
 
 #[derive(Clone, Copy)]
@@ -150,33 +147,3 @@ unsafe fn neon_f64_in_place(kc: usize, src: &InPlaceOperands<f64>, st: &TileStor
 
 pub(crate) const NEON_F32: MicroKernel<f32> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 12, run: neon_f32, run_in_place: neon_f32_in_place };
 pub(crate) const NEON_F64: MicroKernel<f64> = MicroKernel { isa: Isa::Neon, mr: 8, nr: 6, run: neon_f64, run_in_place: neon_f64_in_place };
-
-/// SAFETY: as for `vector::gemv_with`.
-pub(crate) unsafe fn gemv_neon_f32(g: &Gemv<f32>, rows: core::ops::Range<usize>) {
-    gemv_with::<NeonF32>(g, rows)
-}
-
-/// SAFETY: as for `vector::gemv_with`.
-pub(crate) unsafe fn gemv_neon_f64(g: &Gemv<f64>, rows: core::ops::Range<usize>) {
-    gemv_with::<NeonF64>(g, rows)
-}
-
-/// SAFETY: as for `thin::thin_with`.
-pub(crate) unsafe fn thin_neon_f32(t: &Thin<f32>, rows: core::ops::Range<usize>) {
-    thin_with::<NeonF32>(t, rows)
-}
-
-/// SAFETY: as for `thin::thin_with`.
-pub(crate) unsafe fn thin_neon_f64(t: &Thin<f64>, rows: core::ops::Range<usize>) {
-    thin_with::<NeonF64>(t, rows)
-}
-
-/// SAFETY: as for `outer::outer_with`.
-pub(crate) unsafe fn outer_neon_f32(o: &Outer<f32>, rows: core::ops::Range<usize>) {
-    outer_with::<NeonF32>(o, rows)
-}
-
-/// SAFETY: as for `outer::outer_with`.
-pub(crate) unsafe fn outer_neon_f64(o: &Outer<f64>, rows: core::ops::Range<usize>) {
-    outer_with::<NeonF64>(o, rows)
-}

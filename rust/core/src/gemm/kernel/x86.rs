@@ -15,10 +15,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, TileStore};
-use crate::gemm::outer::{outer_with, Outer};
-use crate::gemm::thin::{thin_with, Thin};
-use crate::gemm::vector::{gemv_with, Gemv};
+use super::{microkernel, microkernel_in_place, InPlaceOperands, MicroKernel, Simd, SimdWork, TileStore};
 use crate::gemm::Isa;
 
 /// AVX2 masks: a 32-bit lane is selected when its sign bit is set, so the mask for the first
@@ -335,50 +332,18 @@ register_block!(AVX2_F64: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 2);
 register_block!(AVX2_F32_THIN: Avx2F32, f32, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
 register_block!(AVX2_F64_THIN: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
 
-/// The vector products (gemm/vector.rs) in each ISA's registers.
-macro_rules! gemv_kernel {
-    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
-        /// SAFETY: as for `vector::gemv_with`; the CPU has the features.
+/// [`SimdWork`] in each ISA's registers (see `kernel::run_on`).
+macro_rules! with_simd {
+    ($name:ident: $simd:ty, $feature:literal) => {
+        /// SAFETY: as for `kernel::run_on`; the CPU has the features.
         #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $name(g: &Gemv<$t>, rows: core::ops::Range<usize>) {
-            gemv_with::<$simd>(g, rows)
+        pub(crate) unsafe fn $name<W: SimdWork>(work: &W) {
+            work.run::<$simd>()
         }
     };
 }
 
-gemv_kernel!(gemv_avx512_f32: Avx512F32, f32, "avx512f,fma");
-gemv_kernel!(gemv_avx512_f64: Avx512F64, f64, "avx512f,fma");
-gemv_kernel!(gemv_avx2_f32: Avx2F32, f32, "avx2,fma");
-gemv_kernel!(gemv_avx2_f64: Avx2F64, f64, "avx2,fma");
-
-/// The thin products (gemm/thin.rs) in each ISA's registers.
-macro_rules! thin_kernel {
-    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
-        /// SAFETY: as for `thin::thin_with`; the CPU has the features.
-        #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $name(t: &Thin<$t>, rows: core::ops::Range<usize>) {
-            thin_with::<$simd>(t, rows)
-        }
-    };
-}
-
-thin_kernel!(thin_avx512_f32: Avx512F32, f32, "avx512f,fma");
-thin_kernel!(thin_avx512_f64: Avx512F64, f64, "avx512f,fma");
-thin_kernel!(thin_avx2_f32: Avx2F32, f32, "avx2,fma");
-thin_kernel!(thin_avx2_f64: Avx2F64, f64, "avx2,fma");
-
-/// The outer products (gemm/outer.rs) in each ISA's registers.
-macro_rules! outer_kernel {
-    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
-        /// SAFETY: as for `outer::outer_with`; the CPU has the features.
-        #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $name(o: &Outer<$t>, rows: core::ops::Range<usize>) {
-            outer_with::<$simd>(o, rows)
-        }
-    };
-}
-
-outer_kernel!(outer_avx512_f32: Avx512F32, f32, "avx512f,fma");
-outer_kernel!(outer_avx512_f64: Avx512F64, f64, "avx512f,fma");
-outer_kernel!(outer_avx2_f32: Avx2F32, f32, "avx2,fma");
-outer_kernel!(outer_avx2_f64: Avx2F64, f64, "avx2,fma");
+with_simd!(with_avx512_f32: Avx512F32, "avx512f,fma");
+with_simd!(with_avx512_f64: Avx512F64, "avx512f,fma");
+with_simd!(with_avx2_f32: Avx2F32, "avx2,fma");
+with_simd!(with_avx2_f64: Avx2F64, "avx2,fma");
