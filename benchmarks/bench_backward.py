@@ -8,7 +8,7 @@ from . import IMPLS, gflops, impl_fn, rand
 class MatmulBackward:
     """``(g @ b.T, a.T @ g)`` for ``y = a @ b`` with n x n inputs."""
 
-    params = (IMPLS, ["float32", "float64"], [256, 1024])
+    params = (IMPLS, ["float32", "float64"], [8, 64, 256, 1024])
     param_names = ["impl", "dtype", "n"]
     timeout = 300
 

@@ -172,3 +172,47 @@ def test_linear_layer_at_small_batches(dtype, layout, rng):
         none = matgrad.linear_backward(g, x, w, weight_layout=layout, grad_x=0, grad_bias=False)
         assert none[0] is None and none[2] is None
         np.testing.assert_allclose(none[1], gw, **tol)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("batch", ((), (3,), (2, 1, 3)))
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_matmul_backward_compiled_path(dtype, batch, layout, rng):
+    """The compiled call (matrices, or stacks of one batch shape) gives the Python path's bits
+    and the float64 gradients within a dot product's bound: ∂L/∂A = G Bᵀ, ∂L/∂B = Aᵀ G."""
+    from matgrad import _grad
+
+    for m, k, n in ((1, 1, 1), (4, 3, 5), (17, 33, 9), (64, 48, 80)):
+        a = operand(rng, batch + (m, k), dtype, layout)
+        b = operand(rng, batch + (k, n), dtype, layout)
+        g = operand(rng, batch + (m, n), dtype, layout)
+        ga, gb = matgrad.matmul_backward(g, a, b)
+        assert ga.shape == a.shape and gb.shape == b.shape and ga.dtype == gb.dtype == dtype
+        assert_within_bound(ga, g, np.swapaxes(b, -1, -2))
+        assert_within_bound(gb, np.swapaxes(a, -1, -2), g)
+        general = _grad.matmul_backward_general(g, a, b)
+        np.testing.assert_array_equal(ga, general[0])
+        np.testing.assert_array_equal(gb, general[1])
+        only_b = matgrad.matmul_backward(g, a, b, grad_a=0, precision="highest")
+        assert only_b[0] is None
+        np.testing.assert_array_equal(only_b[1], gb)
+        assert matgrad.matmul_backward(g, a, b, grad_b=None)[1] is None
+
+
+def test_matmul_backward_calls_the_compiled_path_leaves_keep_their_answers(rng):
+    g, a, b = (rng.standard_normal(s) for s in ((4, 5), (4, 3), (3, 5)))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        matgrad.matmul_backward(g, a, b, grad_c=True)
+    with pytest.raises(ValueError, match=r"matmul_backward"):
+        matgrad.matmul_backward(g[:, :4], a, b)
+    with pytest.raises(ValueError, match=r"matmul_backward"):
+        matgrad.matmul_backward(rng.standard_normal((2, 4, 5)), rng.standard_normal((3, 4, 3)), rng.standard_normal((3, 3, 5)))
+    with pytest.raises(TypeError):
+        matgrad.matmul_backward(g, a, b, precision="medium")  # float64 at a bfloat16 precision
+    # Mixed dtypes, lists and broadcast batches go to the Python path and keep their answers.
+    ga, gb = matgrad.matmul_backward(g.astype(np.float32), a, b.tolist())
+    assert ga.dtype == gb.dtype == np.float64
+    ga3, gb3 = matgrad.matmul_backward(np.stack([g, g]), np.stack([a, a]), b)
+    assert gb3.shape == b.shape
+    np.testing.assert_allclose(gb3, 2 * (a.T @ g), rtol=1e-12)
+    np.testing.assert_allclose(ga3[1], g @ b.T, rtol=1e-12)

@@ -13,11 +13,14 @@ from ._arrays import F32, float_dtype, kernel_ready, rows, sum_to_shape
 from ._matmul import matmul
 from ._shapes import check_bias, check_grad_y, linear_dims, matmul_backward_shapes, weight_is_out_in
 
-#: The public functions: their common call (exact ndarrays of one float dtype, x of one or
-#: two dimensions) runs end to end in the extension, which hands every other call to
-#: :func:`linear_general` and :func:`linear_backward_general` (docstrings in the extension).
+#: The public functions: their common call (exact ndarrays of one float dtype; for the
+#: linear layer x of one or two dimensions, for matmul_backward matrices or stacks of one
+#: batch shape) runs end to end in the extension, which hands every other call to
+#: :func:`linear_general`, :func:`linear_backward_general` and
+#: :func:`matmul_backward_general` (docstrings in the extension).
 linear = _matgrad.linear
 linear_backward = _matgrad.linear_backward
+matmul_backward = _matgrad.matmul_backward
 
 
 def linear_general(x, weight, bias=None, /, *, weight_layout: str = "in_out", precision=None):
@@ -61,14 +64,11 @@ def linear_backward_general(grad_y, x, weight, /, *, weight_layout: str = "in_ou
     return (None if gx is None else gx.reshape(x.shape), gw, gb)
 
 
-def matmul_backward(grad_out, a, b, /, *, grad_a: bool = True, grad_b: bool = True, precision=None):
-    """Gradients of ``matmul(a, b)`` given ``grad_out`` = ∂L/∂C.
-
-    Returns ``(grad_a, grad_b)`` with the shapes of ``a`` and ``b`` (``None`` for one not asked
-    for): ∂L/∂A = G Bᵀ and ∂L/∂B = Aᵀ G, with 1-D operands and broadcast batch dimensions
-    handled as torch's autograd of ``torch.matmul`` handles them. ``precision`` as for
-    :func:`matgrad.matmul`.
-    """
+def matmul_backward_general(grad_out, a, b, /, *, grad_a: bool = True, grad_b: bool = True,
+                            precision=None):
+    """:func:`matmul_backward` for the calls the extension does not take itself: array-likes,
+    mixed dtypes, 1-D operands, broadcast batches, unaligned or byte-swapped data, and every
+    error."""
     a = np.asarray(a)
     b = np.asarray(b)
     g = np.asarray(grad_out)

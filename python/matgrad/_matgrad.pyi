@@ -18,14 +18,21 @@ def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: n
     """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
     ``out``'s or 1 (broadcast)."""
 
-def linear(x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None, /, *, weight_layout: str = "in_out") -> npt.NDArray:
+def linear(x: npt.ArrayLike, weight: npt.ArrayLike, bias: npt.ArrayLike | None = None, /, *, weight_layout: str = "in_out",
+           precision: str | None = None) -> npt.NDArray:
     """``matgrad.linear`` itself: the common call computed here, any other handed to
     ``matgrad._grad.linear_general``."""
 
 def linear_backward(grad_y: npt.ArrayLike, x: npt.ArrayLike, weight: npt.ArrayLike, /, *, weight_layout: str = "in_out",
-                    grad_x: bool = True, grad_weight: bool = True, grad_bias: bool = True) -> tuple:
+                    grad_x: bool = True, grad_weight: bool = True, grad_bias: bool = True,
+                    precision: str | None = None) -> tuple:
     """``matgrad.linear_backward`` itself: the common call computed here, any other handed
     to ``matgrad._grad.linear_backward_general``."""
+
+def matmul_backward(grad_out: npt.ArrayLike, a: npt.ArrayLike, b: npt.ArrayLike, /, *, grad_a: bool = True,
+                    grad_b: bool = True, precision: str | None = None) -> tuple:
+    """``matgrad.matmul_backward`` itself: the common call computed here, any other handed
+    to ``matgrad._grad.matmul_backward_general``."""
 
 def linear_forward(
     x: npt.NDArray[np.floating],

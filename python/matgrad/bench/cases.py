@@ -175,6 +175,6 @@ def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
     for precision in ("medium", "high"):
         cases += [matmul_case(ns, torch, f"matmul[{precision}] float32 n={n}", f"matmul[{precision}]", np.float32,
                               (n, n), (n, n), n, precision=precision) for n in (PRECISION_SIZES[:1] if quick else PRECISION_SIZES)]
-    cases.append(matmul_backward_case(ns, torch, 1024))
+    cases += [matmul_backward_case(ns, torch, n) for n in ((64, 1024) if quick else (8, 64, 1024))]
     cases.append(mlp2_case(ns, torch))
     return cases

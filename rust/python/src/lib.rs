@@ -167,6 +167,48 @@ fn linear_backward(
     general(py, &GENERAL, "matgrad._grad", "linear_backward_general")?.call(py, (grad_y, x, weight), kwargs)
 }
 
+/// Gradients of ``matmul(a, b)`` given ``grad_out`` = ∂L/∂C.
+///
+/// ``matmul_backward(grad_out, a, b, /, *, grad_a=True, grad_b=True, precision=None)`` returns
+/// ``(grad_a, grad_b)`` with the shapes of ``a`` and ``b`` (``None`` for one not asked for):
+/// ∂L/∂A = G Bᵀ and ∂L/∂B = Aᵀ G, each one GEMM on transposed views, with 1-D operands and
+/// broadcast batch dimensions handled as torch's autograd of ``torch.matmul`` handles them
+/// (the gradient of a broadcast operand summed over the batches it was broadcast to).
+/// ``precision`` as for :func:`matgrad.matmul`.
+#[pyfunction]
+#[pyo3(signature = (grad_out, a, b, /, **kwargs))]
+fn matmul_backward(
+    py: Python<'_>,
+    grad_out: &Bound<'_, PyAny>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    if let Some((wanted, precision)) = matmul_backward_options(kwargs)? {
+        if let Some(grads) = fast::matmul_backward(py, grad_out, a, b, wanted, precision.as_ref())? {
+            return Ok(grads);
+        }
+    }
+    static GENERAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    general(py, &GENERAL, "matgrad._grad", "matmul_backward_general")?.call(py, (grad_out, a, b), kwargs)
+}
+
+/// `grad_a`, `grad_b` (`True` unless given) and `precision` of `matmul_backward`; None when
+/// anything else is there (the Python path then raises the error).
+#[allow(clippy::type_complexity)]
+fn matmul_backward_options<'py>(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Option<((bool, bool), Option<Bound<'py, PyAny>>)>> {
+    let (mut wanted, mut precision) = ((true, true), None);
+    for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
+        match key.extract::<&str>() {
+            Ok("grad_a") => wanted.0 = value.is_truthy()?,
+            Ok("grad_b") => wanted.1 = value.is_truthy()?,
+            Ok("precision") => precision = Some(value),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((wanted, precision)))
+}
+
 /// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
 /// (>= 2); a batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
 #[pyfunction]
@@ -446,6 +488,7 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(linear_layer, m)?)?;
     m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(matmul_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward_into, m)?)?;
     m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

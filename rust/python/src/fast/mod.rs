@@ -5,11 +5,14 @@
 //! NumPy semantics (array-likes, broadcasting, promotion, `out=` checks, errors).
 //!
 //! - [`matmul`]: matrices, vectors, stacks of one batch shape, `out=`;
-//! - [`linear`]: the linear layer forward and backward, x of one or two dimensions.
+//! - [`linear`]: the linear layer forward and backward, x of one or two dimensions;
+//! - [`matmul_backward`]: matrices or stacks of one batch shape.
 
+mod backward;
 mod linear;
 mod matmul;
 
+pub(crate) use backward::matmul_backward;
 pub(crate) use linear::{linear, linear_backward, Wanted};
 pub(crate) use matmul::matmul;
 
@@ -86,6 +89,14 @@ impl RawArray {
     pub fn dim(&self, d: usize) -> usize {
         // SAFETY: d < nd, and the array (kept alive by the caller) owns `dims[0..nd]`.
         unsafe { *self.dims.add(d) as usize }
+    }
+
+    /// The array's shape, written into `buffer` (NumPy allows at most 64 dimensions).
+    pub fn shape<'b>(&self, buffer: &'b mut [usize; 64]) -> &'b [usize] {
+        for (d, s) in buffer.iter_mut().enumerate().take(self.nd) {
+            *s = self.dim(d);
+        }
+        &buffer[..self.nd]
     }
 
     pub fn dims(&self) -> &[npy_intp] {
