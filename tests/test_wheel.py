@@ -111,15 +111,6 @@ def test_wheel_installs_and_passes_tests_without_rust(dist, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    # numpy, pytest, hypothesis and torch come from the environment running this suite (no
-    # network needed), appended to the venv's path by a .pth file; the venv's own
-    # site-packages, where the wheel goes, comes first and shadows any matgrad there.
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(site, "outer-environment.pth").write_text("\n".join(sorted(outer)) + "\n")
     no_rust = os.pathsep.join(
         p for p in os.environ.get("PATH", "").split(os.pathsep)
         if p and not (Path(p) / "cargo").exists() and not (Path(p) / "rustc").exists()
@@ -130,6 +121,16 @@ def test_wheel_installs_and_passes_tests_without_rust(dist, tmp_path):
         [str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
         check=True, env=env, capture_output=True,
     )
+    # numpy, pytest, hypothesis and torch come from the environment running this suite (no
+    # network needed), appended to the venv's path by a .pth file written after the install
+    # (so pip saw no matgrad there); the venv's own site-packages, holding the wheel's
+    # matgrad, comes first on the path and shadows any other.
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(site, "outer-environment.pth").write_text("\n".join(sorted(outer)) + "\n")
     where = subprocess.run(
         [str(python), "-c", "import matgrad; print(matgrad.__file__)"],
         check=True, env=env, capture_output=True, text=True, cwd=tmp_path,
