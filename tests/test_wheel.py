@@ -131,16 +131,14 @@ def test_wheel_installs_and_passes_tests_without_rust(dist, tmp_path):
     ).stdout.strip()
     outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     Path(site, "outer-environment.pth").write_text("\n".join(sorted(outer)) + "\n")
-    where = subprocess.run(
-        [str(python), "-c", "import matgrad; print(matgrad.__file__)"],
-        check=True, env=env, capture_output=True, text=True, cwd=tmp_path,
-    ).stdout.strip()
+    def output(*args):
+        r = subprocess.run([str(python), *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout.strip()
+
+    where = output("-c", "import matgrad; print(matgrad.__file__)")
     assert where.startswith(str(venv)), where
-    version = subprocess.run(
-        [str(python), "-m", "matgrad", "--version"],
-        check=True, env=env, capture_output=True, text=True, cwd=tmp_path,
-    ).stdout.strip()
-    assert version == _workspace_version()
+    assert output("-m", "matgrad", "--version") == _workspace_version()
     result = subprocess.run(
         [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(ROOT / "tests" / "test_matmul.py"), str(ROOT / "tests" / "test_grad.py")],
