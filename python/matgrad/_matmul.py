@@ -21,23 +21,24 @@ from ._shapes import check_out_shape, matmul_shapes
 matmul = _matgrad.matmul
 
 
-def _check_out(out, s, dtype: np.dtype, shapes: str) -> tuple:
-    """Checks ``out`` as NumPy's matmul does; returns it and the batch shape it implies."""
+def _check_out(out, dtype: np.dtype):
+    """Checks ``out`` as NumPy's matmul does before it looks at any shape (so that a call with
+    several faults raises the error NumPy raises): an ndarray, writable, and one the result
+    casts to. Returns it (unwrapped from a 1-tuple)."""
     if isinstance(out, tuple):
         if len(out) != 1:
             raise ValueError(f"matmul: out must be an array or a 1-tuple, got a {len(out)}-tuple")
         out = out[0]
     if not isinstance(out, np.ndarray):
         raise TypeError(f"matmul: out must be a numpy.ndarray, got {type(out).__name__}")
-    out_batch = check_out_shape(out.shape, s, shapes)
+    if not out.flags.writeable:
+        raise ValueError("matmul: output array is read-only")
     if not np.can_cast(dtype, out.dtype, casting="same_kind"):
         raise TypeError(
             f"Cannot cast ufunc 'matmul' output from {dtype!r} to {out.dtype!r} "
             "with casting rule 'same_kind'"
         )
-    if not out.flags.writeable:
-        raise ValueError("matmul: output array is read-only")
-    return out, out_batch
+    return out
 
 
 def matmul_general(a, b, out, precision=None):
@@ -47,17 +48,19 @@ def matmul_general(a, b, out, precision=None):
     does)."""
     a = np.asarray(a)
     b = np.asarray(b)
-    s = matmul_shapes("matmul", a.shape, b.shape)
     dtype = np.result_type(a.dtype, b.dtype)
-    if dtype != F32 and dtype != F64:
-        # Not accelerated: NumPy computes integers, bool, complex, float16 and objects.
-        _matgrad.resolve_precision(precision, True)  # (still an error for an unknown name)
+    accelerated = dtype == F32 or dtype == F64
+    # (An unknown precision name is an error whatever the dtype.)
+    precision = _matgrad.resolve_precision(precision, dtype == F32 or not accelerated)
+    if out is not None:
+        out = _check_out(out, dtype)
+    s = matmul_shapes("matmul", a.shape, b.shape)
+    if not accelerated:
+        # NumPy computes integers, bool, complex, float16 and objects.
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
-    precision = _matgrad.resolve_precision(precision, dtype == F32)
-
     batch = s.batch
     if out is not None:
-        out, batch = _check_out(out, s, dtype, f"{a.shape} and {b.shape}")
+        batch = check_out_shape(out.shape, s, f"{a.shape} and {b.shape}")
     full_shape = batch + (s.m, s.n)
     result_shape = batch + s.core
 
