@@ -1327,3 +1327,26 @@ def test_against_torch(dtype, sa, sb, rng):
     # both lie within the bound of the exact product, so within twice it of each other
     _, tol = error_bound(a, b, dtype)
     assert np.all(np.abs(got.astype(np.float64) - expected_t) <= 2 * tol)
+
+
+@pytest.mark.parametrize("case", ["readonly+shapes", "cast+shapes", "cast+out-shape", "readonly+cast", "cast+0-d"])
+def test_several_faults_raise_the_error_numpy_raises(case):
+    # Found by the differential fuzzer: NumPy checks out= (writable, then casting) before it
+    # looks at shapes; matgrad raised the shape's ValueError first.
+    readonly = np.zeros((3, 2))
+    readonly.flags.writeable = False
+    readonly_int = np.zeros((3, 2), np.int32)
+    readonly_int.flags.writeable = False
+    a, b, out = {
+        "readonly+shapes": (np.ones((3, 4)), np.ones((5, 2)), readonly),
+        "cast+shapes": (np.ones((3, 4)), np.ones((5, 2)), np.zeros((3, 2), np.int32)),
+        "cast+out-shape": (np.ones((3, 4)), np.ones((4, 2)), np.zeros((3, 3), np.int32)),
+        "readonly+cast": (np.ones((3, 4)), np.ones((4, 2)), readonly_int),
+        "cast+0-d": (np.float64(1.0), np.ones((4, 2)), np.zeros((3, 2), np.int32)),
+    }[case]
+    with pytest.raises((ValueError, TypeError)) as theirs:
+        np.matmul(a, b, out=out)
+    expected = ValueError if isinstance(theirs.value, ValueError) else TypeError
+    with pytest.raises(expected) as ours:
+        matgrad.matmul(a, b, out=out)
+    assert ("read-only" in str(ours.value)) == ("read-only" in str(theirs.value)), (ours.value, theirs.value)
