@@ -18,4 +18,5 @@ pub mod mlp;
 pub mod peak;
 pub mod threads;
 
+pub use buffers::{fail_allocations_from, OutOfMemory};
 pub use element::{Element, ElementKind};

@@ -15,11 +15,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+mod compute;
 mod fast;
 #[cfg(feature = "gpu")]
 mod gpu;
 mod precision;
 mod views;
+use compute::compute_detached;
 use views::{ArrayView, Unchecked};
 
 /// An element type both the core and NumPy know.
@@ -246,7 +248,7 @@ fn matmul_typed<T: Float>(
     let b_strides = b.batch_strides(batch);
     let c_strides = c.batch_strides(batch);
     let work = Unchecked((a, b, c));
-    py.detach(move || {
+    compute_detached(py, move || {
         let (a, b, c) = work.into_inner();
         // SAFETY: the views come from live NumPy arrays whose shapes and strides were just
         // checked against each other; `out` is writable and its batch matrices are disjoint
@@ -256,7 +258,7 @@ fn matmul_typed<T: Float>(
             let batch = Batch { shape: batch, a_strides: &a_strides, b_strides: &b_strides, c_strides: &c_strides };
             gemm::gemm_batched(am, bm, cm, batch, precision).map_err(|e| e.0)
         }
-    })
+    })?
     .map_err(PyValueError::new_err)
 }
 
@@ -307,11 +309,11 @@ fn linear_forward(
             require_ndim(b, 1, "bias")?;
         }
         let work = Unchecked((x, w, bias, y));
-        py.detach(move || {
+        compute_detached(py, move || {
             let (x, w, bias, y) = work.into_inner();
             // SAFETY: live arrays, dtypes and ranks checked above; the core checks the shapes.
             unsafe { linear::forward(x.matrix(), w.matrix(), layout(out_in), bias.map(|b| b.vector()), relu, y.matrix_mut(), precision) }
-        })
+        })?
         .map_err(|e| PyValueError::new_err(e.0))
     })
 }
@@ -360,7 +362,7 @@ fn linear_backward_into(
         // SAFETY: grad_bias is a live array that nothing else touches during this call.
         let gb = gb.map(|v| unsafe { v.contiguous_vector_mut("grad_bias") }).transpose()?;
         let work = Unchecked((g, x, w, gx, gw, gb, mask));
-        py.detach(move || {
+        compute_detached(py, move || {
             let (g, x, w, gx, gw, gb, mask) = work.into_inner();
             // SAFETY: live arrays, dtypes and ranks checked above (grad_bias contiguous); the
             // core checks that the shapes fit together.
@@ -375,7 +377,7 @@ fn linear_backward_into(
                 };
                 linear::backward(g.matrix(), x.matrix(), w.matrix(), layout(out_in), grads)
             }
-        })
+        })?
         .map_err(|e| PyValueError::new_err(e.0))
     })
 }
@@ -389,7 +391,7 @@ fn fma_peak(py: Python<'_>, float64: bool, threads: usize, seconds: f64) -> PyRe
         return Err(PyValueError::new_err(format!("fma_peak: need threads >= 1 and 0 < seconds < 60, got {threads} and {seconds}")));
     }
     let kind = if float64 { matgrad_core::ElementKind::F64 } else { matgrad_core::ElementKind::F32 };
-    Ok(py.detach(|| matgrad_core::peak::fma_peak(kind, threads, std::time::Duration::from_secs_f64(seconds))))
+    compute_detached(py, || matgrad_core::peak::fma_peak(kind, threads, std::time::Duration::from_secs_f64(seconds)))
 }
 
 /// Sets the number of threads of matgrad's pool (>= 1).
@@ -467,7 +469,7 @@ fn mlp2_loss_and_grads(
         // SAFETY: live arrays that nothing else touches during this call.
         let (gb1, gb2) = unsafe { (gb1?.contiguous_vector_mut("grad_b1")?, gb2?.contiguous_vector_mut("grad_b2")?) };
         let work = Unchecked((x, w1, b1, w2, b2, gw1, gb1, gw2, gb2));
-        py.detach(move || {
+        compute_detached(py, move || {
             let (x, w1, b1, w2, b2, gw1, gb1, gw2, gb2) = work.into_inner();
             // SAFETY: live arrays, dtypes and ranks checked above, the gradients writable and
             // their biases contiguous; the core checks that the shapes fit together.
@@ -476,9 +478,17 @@ fn mlp2_loss_and_grads(
                 let grads = Mlp2Grads { w1: gw1.matrix_mut(), b1: gb1, w2: gw2.matrix_mut(), b2: gb2, accumulate_weights };
                 net.loss_and_grads(x.matrix(), &labels, grads, precision)
             }
-        })
+        })?
         .map_err(|e| PyValueError::new_err(e.0))
     })
+}
+
+/// Makes every later scratch allocation of `bytes` or more fail as if memory were exhausted
+/// (None: none do). For the tests of the MemoryError path.
+#[pyfunction]
+#[pyo3(signature = (bytes))]
+fn _fail_allocations_from(bytes: Option<usize>) {
+    matgrad_core::fail_allocations_from(bytes.unwrap_or(usize::MAX));
 }
 
 #[pymodule]
@@ -489,6 +499,7 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(linear_forward, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward, m)?)?;
     m.add_function(wrap_pyfunction!(matmul_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(_fail_allocations_from, m)?)?;
     m.add_function(wrap_pyfunction!(linear_backward_into, m)?)?;
     m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

@@ -6,7 +6,8 @@ use matgrad_core::gemm::{self, Batch, Gemm, MatMut, MatRef, Precision};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{compute, new_array, RawArray, NPY_FLOAT};
+use super::{new_array, RawArray, NPY_FLOAT};
+use crate::compute::compute;
 use crate::{precision, Float};
 
 /// `(grad_a, grad_b)` of `a @ b` given `g` = ∂L/∂C, or None for the Python path.
@@ -110,7 +111,7 @@ fn typed<T: Float>(py: Python<'_>, raw: [RawArray; 3], wanted: (bool, bool), pre
         }
         Ok(())
     };
-    compute(py, work, run).map_err(pyo3::exceptions::PyValueError::new_err)?;
+    compute(py, work, run)?.map_err(pyo3::exceptions::PyValueError::new_err)?;
     let none = || py.None().into_bound(py);
     let tuple = PyTuple::new(py, [ga.unwrap_or_else(none), gb.unwrap_or_else(none)])?;
     Ok(Some(tuple.into_any().unbind()))

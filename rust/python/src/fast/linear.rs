@@ -6,7 +6,8 @@ use matgrad_core::linear::{self, LinearGrads, WeightLayout};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use super::{compute, new_array, RawArray, NPY_FLOAT};
+use super::{new_array, RawArray, NPY_FLOAT};
+use crate::compute::compute;
 use crate::{precision, Float};
 
 fn layout(out_in: bool) -> WeightLayout {
@@ -71,7 +72,7 @@ fn linear_typed<T: Float>(py: Python<'_>, raw: &[RawArray], out_in: bool, precis
         Some(Some(b)) => Some(b),
         Some(None) => return Ok(None),
     };
-    compute(py, rows * n_in * n_out, move || linear::forward(xm, wm, layout(out_in), bias, false, ym, precision))
+    compute(py, rows * n_in * n_out, move || linear::forward(xm, wm, layout(out_in), bias, false, ym, precision))?
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))?;
     Ok(Some(y.unbind()))
 }
@@ -145,7 +146,7 @@ fn backward_typed<T: Float>(
     compute(py, size, move || {
         let grads = LinearGrads { x: gxm, x_relu_mask: None, weight: gwm, bias: gbs, accumulate_weight: false, precision };
         linear::backward(gm, xm, wm, layout(out_in), grads)
-    })
+    })?
     .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))?;
     let none = || py.None().into_bound(py);
     let tuple = PyTuple::new(py, [gx.unwrap_or_else(none), gw.unwrap_or_else(none), gb.unwrap_or_else(none)])?;

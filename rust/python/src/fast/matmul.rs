@@ -4,7 +4,8 @@ use matgrad_core::gemm::{self, Batch, Gemm, MatMut, Precision};
 use numpy::npyffi::PY_ARRAY_API;
 use pyo3::prelude::*;
 
-use super::{compute, new_array, ranges_meet, RawArray, NPY_FLOAT};
+use super::{new_array, ranges_meet, RawArray, NPY_FLOAT};
+use crate::compute::compute;
 use crate::{precision, Float};
 
 /// `a @ b` for the shapes this path takes, or None for the Python path.
@@ -139,10 +140,10 @@ fn matmul_typed<T: Float>(
             // overlap (C is new, or checked not to overlap itself).
             unsafe { gemm::gemm_batched(am, bm, cm, batch, precision) }.map_err(|e| e.0)
         };
-        compute(py, work, run).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        compute(py, work, run)?.map_err(pyo3::exceptions::PyValueError::new_err)?;
     } else {
         let run = move || Gemm::new(am, bm, cm).map(|g| g.precision(precision).run()).map_err(|e| e.0);
-        compute(py, work, run).map_err(pyo3::exceptions::PyValueError::new_err)?;
+        compute(py, work, run)?.map_err(pyo3::exceptions::PyValueError::new_err)?;
     }
     if out.is_some() {
         return Ok(Some(target.unbind()));

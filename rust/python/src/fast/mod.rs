@@ -25,10 +25,6 @@ use pyo3::prelude::*;
 
 use crate::Float;
 
-/// Products of at least this many multiply-adds release the GIL while they compute (below it,
-/// releasing and taking it back costs more than other threads could gain).
-pub(crate) const RELEASE_GIL_WORK: usize = 64 * 64 * 64;
-
 /// The fields of one ndarray that the products need, read from its struct.
 #[derive(Clone, Copy)]
 pub(crate) struct RawArray {
@@ -164,15 +160,6 @@ pub(crate) fn ranges_meet(a: &RawArray, b: &RawArray) -> bool {
     match (a.byte_range(), b.byte_range()) {
         (Some((a0, a1)), Some((b0, b1))) => a0 < b1 && b0 < a1,
         _ => false,
-    }
-}
-
-/// Runs `work` without the GIL when `size` multiply-adds make it worth it.
-pub(crate) fn compute<R: Send>(py: Python<'_>, size: usize, work: impl FnOnce() -> R + Send) -> R {
-    if size >= RELEASE_GIL_WORK {
-        py.detach(work)
-    } else {
-        work()
     }
 }
 
