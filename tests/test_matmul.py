@@ -1350,3 +1350,18 @@ def test_several_faults_raise_the_error_numpy_raises(case):
     with pytest.raises(expected) as ours:
         matgrad.matmul(a, b, out=out)
     assert ("read-only" in str(ours.value)) == ("read-only" in str(theirs.value)), (ours.value, theirs.value)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.int64, np.float32])
+def test_out_with_a_zero_stride_holds_a_product(dtype):
+    # Found by the differential fuzzer: for the dtypes matgrad hands to NumPy, NumPy's BLAS
+    # path given an out= with a zero stride writes nothing (OpenBLAS rejects incy = 0). Every
+    # element of such an out is one memory location; it must end up holding one of the
+    # products written to it.
+    a = (np.arange(12).reshape(3, 4) % 5 - 2).astype(dtype)
+    b = (np.arange(4) - 1).astype(dtype)
+    buffer = np.full(4, 7, dtype)
+    out = np.lib.stride_tricks.as_strided(buffer, (3,), (0,))
+    assert matgrad.matmul(a, b, out=out) is out
+    assert buffer[0] in set((a @ b).tolist()), (buffer, a @ b)
+    assert list(buffer[1:]) == [7, 7, 7]

@@ -56,8 +56,15 @@ def matmul_general(a, b, out, precision=None):
         out = _check_out(out, dtype)
     s = matmul_shapes("matmul", a.shape, b.shape)
     if not accelerated:
-        # NumPy computes integers, bool, complex, float16 and objects.
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        # NumPy computes integers, bool, complex, float16 and objects. An out= whose elements
+        # share memory goes through a temporary: handed one with a zero stride, NumPy's BLAS
+        # path writes nothing at all (OpenBLAS refuses incy = 0).
+        if out is None:
+            return np.matmul(a, b)
+        if may_overlap_itself(out):
+            np.copyto(out, np.matmul(a, b), casting="same_kind")
+            return out
+        return np.matmul(a, b, out=out)
     batch = s.batch
     if out is not None:
         batch = check_out_shape(out.shape, s, f"{a.shape} and {b.shape}")
