@@ -1,7 +1,8 @@
 """The core under the sanitizers, bounded: its tests under AddressSanitizer (scripts/sanitize)
 and each libFuzzer target for 30 s from the corpus kept in fuzz/corpus (scripts/fuzz, also
 under AddressSanitizer, the corpus left as it is). Both need the nightly toolchain, which
-these machines have; without it they skip, saying so."""
+these machines have; without it they skip, saying so. And the thread team's protocol
+model-checked with loom (scripts/model-check, stable toolchain)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _nightly() -> bool:
     return subprocess.run(["cargo", "+nightly", "--version"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _nightly(), reason="needs the nightly Rust toolchain (-Zsanitizer)")
+nightly = pytest.mark.skipif(not _nightly(), reason="needs the nightly Rust toolchain (-Zsanitizer)")
 
 
 def _run(*cmd, env=None):
@@ -29,14 +30,23 @@ def _run(*cmd, env=None):
     return r.stdout + r.stderr
 
 
+@nightly
 def test_core_tests_are_clean_under_address_sanitizer():
     out = _run("bash", "scripts/sanitize")
     assert "AddressSanitizer" not in out
     assert out.count("test result: ok") >= 5, out[-3000:]
 
 
+@nightly
 def test_fuzz_targets_run_clean_for_30_seconds():
     import os
 
     out = _run("bash", "scripts/fuzz", "30", env={**os.environ, "FUZZ_KEEP_CORPUS": "1"})
     assert "DONE" in out and "SUMMARY" not in out, out[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="needs cargo")
+def test_the_thread_protocol_holds_in_every_interleaving():
+    out = _run("bash", "scripts/model-check")
+    assert "loom_model::two_threads_two_runs_back_to_back ... ok" in out, out[-3000:]
+    assert "loom_model::three_threads_one_run ... ok" in out, out[-3000:]

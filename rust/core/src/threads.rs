@@ -14,11 +14,52 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
 use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use sync::{spin, AtomicUsize, Arc, Mutex, Ordering};
+
+/// What the team's hand-off is built of: std's atomics and rayon's threads, or loom's when the
+/// protocol is model-checked (`RUSTFLAGS="--cfg loom"`: the tests in `loom_model` below, which
+/// explore every interleaving of the caller and its workers).
+mod sync {
+    #[cfg(loom)]
+    pub(super) use loom::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+    #[cfg(not(loom))]
+    pub(super) use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    };
+    use std::time::Instant;
+
+    /// One turn of a spin-wait (under loom, a yield that lets the other threads move).
+    #[inline(always)]
+    pub(super) fn spin() {
+        #[cfg(not(loom))]
+        core::hint::spin_loop();
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+
+    /// Whether a worker that has watched for `spins` turns since `since` has lingered long
+    /// enough (under loom: a few turns, so that every model ends).
+    #[inline(always)]
+    pub(super) fn lingered(since: Instant, spins: u32) -> bool {
+        #[cfg(not(loom))]
+        return spins.is_multiple_of(64) && since.elapsed() > super::LINGER;
+        #[cfg(loom)]
+        return {
+            let _ = since;
+            spins >= 2
+        };
+    }
+}
 
 /// How long a worker keeps watching for new tasks after its last ones.
 pub const LINGER: Duration = Duration::from_micros(100);
@@ -30,8 +71,18 @@ pub struct Team {
 }
 
 struct Workers {
+    #[cfg(not(loom))]
     pool: ThreadPool,
     board: Arc<Board>,
+}
+
+impl Workers {
+    fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        #[cfg(not(loom))]
+        self.pool.spawn(work);
+        #[cfg(loom)]
+        drop(loom::thread::spawn(work));
+    }
 }
 
 /// Where [`Team::run`] posts its tasks for the workers that are lingering.
@@ -66,7 +117,7 @@ impl Board {
                     break;
                 }
                 spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(64) && since.elapsed() > LINGER {
+                if sync::lingered(since, spins) {
                     self.lingering.fetch_sub(1, Ordering::SeqCst);
                     let posted = self.posted.load(Ordering::SeqCst);
                     if posted == seen {
@@ -75,7 +126,7 @@ impl Board {
                     seen = posted;
                     break;
                 }
-                core::hint::spin_loop();
+                spin();
             }
         }
     }
@@ -92,7 +143,9 @@ impl Team {
         }
         let workers = match threads {
             1 => None,
+            #[allow(unused_variables)]
             n => Some(Workers {
+                #[cfg(not(loom))]
                 pool: ThreadPoolBuilder::new()
                     .num_threads(n - 1)
                     .thread_name(|i| format!("matgrad-{}", i + 1))
@@ -131,7 +184,7 @@ impl Team {
         let lingering = board.lingering.load(Ordering::SeqCst);
         for _ in lingering.min(helpers)..helpers {
             let board = board.clone();
-            workers.pool.spawn(move || board.serve(posted));
+            workers.spawn(move || board.serve(posted));
         }
         set.work();
         let mut spins = 0u32;
@@ -139,7 +192,7 @@ impl Team {
             // The last tasks are running on the workers: wait briefly, then let others run.
             if spins < 1 << 14 {
                 spins += 1;
-                core::hint::spin_loop();
+                spin();
             } else {
                 std::thread::yield_now();
             }
@@ -191,8 +244,8 @@ impl TaskSet {
     }
 }
 
-fn slot() -> &'static RwLock<Option<Arc<Team>>> {
-    static TEAM: OnceLock<RwLock<Option<Arc<Team>>>> = OnceLock::new();
+fn slot() -> &'static RwLock<Option<std::sync::Arc<Team>>> {
+    static TEAM: OnceLock<RwLock<Option<std::sync::Arc<Team>>>> = OnceLock::new();
     TEAM.get_or_init(|| RwLock::new(None))
 }
 
@@ -201,17 +254,17 @@ fn default_threads() -> usize {
 }
 
 /// The team GEMMs run on (one thread per available core, started on first use).
-pub fn team() -> Arc<Team> {
+pub fn team() -> std::sync::Arc<Team> {
     if let Some(team) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return team.clone();
     }
     let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    guard.get_or_insert_with(|| Arc::new(Team::new(default_threads()).expect("starting the thread pool"))).clone()
+    guard.get_or_insert_with(|| std::sync::Arc::new(Team::new(default_threads()).expect("starting the thread pool"))).clone()
 }
 
 /// Replaces the team with one of `n` threads. Calls already running finish on the old one.
 pub fn set_num_threads(n: usize) -> Result<(), String> {
-    let team = Arc::new(Team::new(n)?);
+    let team = std::sync::Arc::new(Team::new(n)?);
     *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(team);
     Ok(())
 }
@@ -220,7 +273,7 @@ pub fn num_threads() -> usize {
     team().threads()
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -292,5 +345,48 @@ mod tests {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| team.run(2, |t| assert!(t != 1, "task 1 fails"))));
         assert!(caught.is_err());
         team.run(2, |_| {}); // and the team still works
+    }
+}
+
+/// The hand-off protocol model-checked: every interleaving (within loom's preemption bound)
+/// of a caller and its workers, lingering ones included. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --release -p matgrad-core --lib loom_model`.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use loom::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// Each task runs exactly once per run, and none runs after its run has returned (the
+    /// closure it borrows would be gone), over `rounds` runs back to back on one team.
+    fn check(threads: usize, counts: &[usize]) {
+        loom::model({
+            let counts = counts.to_vec();
+            move || {
+                let team = Team::new(threads).unwrap();
+                for &count in &counts {
+                    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..count).map(|_| AtomicUsize::new(0)).collect());
+                    let returned = Arc::new(AtomicBool::new(false));
+                    team.run(count, |t| {
+                        assert!(!returned.load(Ordering::SeqCst), "task {t} ran after its run returned");
+                        runs[t].fetch_add(1, Ordering::SeqCst);
+                    });
+                    returned.store(true, Ordering::SeqCst);
+                    for (t, r) in runs.iter().enumerate() {
+                        assert_eq!(r.load(Ordering::SeqCst), 1, "task {t} of {count}");
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn two_threads_two_runs_back_to_back() {
+        check(2, &[2, 2]);
+    }
+
+    #[test]
+    fn three_threads_one_run() {
+        check(3, &[3]);
     }
 }
