@@ -1365,3 +1365,7 @@ def test_out_with_a_zero_stride_holds_a_product(dtype):
     assert matgrad.matmul(a, b, out=out) is out
     assert buffer[0] in set((a @ b).tolist()), (buffer, a @ b)
     assert list(buffer[1:]) == [7, 7, 7]
+    # (and one of the wrong shape is still refused, not broadcast into: the campaign again)
+    wide = np.lib.stride_tricks.as_strided(buffer, (3, 2), (0, buffer.itemsize))
+    with pytest.raises(ValueError, match="out has shape"):
+        matgrad.matmul(a, b[:, None], out=wide)

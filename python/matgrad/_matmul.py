@@ -62,6 +62,7 @@ def matmul_general(a, b, out, precision=None):
         if out is None:
             return np.matmul(a, b)
         if may_overlap_itself(out):
+            check_out_shape(out.shape, s, f"{a.shape} and {b.shape}")  # (copyto would broadcast)
             np.copyto(out, np.matmul(a, b), casting="same_kind")
             return out
         return np.matmul(a, b, out=out)
