@@ -1,8 +1,11 @@
 """matgrad's kernels inside torch autograd, on CPU tensors, without copies.
 
-- :func:`linear` (torch's layout, like ``torch.nn.functional.linear``) and :func:`matmul` are
-  ``torch.autograd.Function``s: the forward and the backward run on matgrad's GEMM, the
-  backward computes only the gradients autograd asks for (``ctx.needs_input_grad``).
+- :func:`linear` (torch's layout, like ``torch.nn.functional.linear``) and :func:`matmul` call
+  the operators ``torch.ops.matgrad.linear`` and ``torch.ops.matgrad.matmul`` (``torch.library``
+  custom ops, with ``linear_backward`` and ``matmul_backward`` as their gradients): the forward
+  and the backward run on matgrad's GEMM, the backward computes only the gradients autograd
+  asks for, and ``torch.compile`` / ``torch.export`` see each as one node (fake
+  implementations give them their shapes).
 - :class:`Linear` is a drop-in for ``torch.nn.Linear``: the same parameters, initialization and
   ``state_dict``, with matgrad's forward and backward.
 
@@ -38,58 +41,101 @@ def _tensor(a):
     return None if a is None else torch.from_numpy(a)
 
 
-class _LinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, precision):
-        y = _np_linear(
-            _numpy(x, "linear", "input"),
-            _numpy(weight, "linear", "weight"),
-            _numpy(bias, "linear", "bias"),
-            weight_layout="out_in",
-            precision=precision,
-        )
-        ctx.precision = precision
-        ctx.save_for_backward(x, weight, bias)
-        return torch.from_numpy(y)
+# --- the operators (torch.library): one node each for torch.compile and torch.export, with
+# fake implementations for shape inference and their autograd formulas registered.
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight, bias = ctx.saved_tensors
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        gx, gw, gb = _np_linear_backward(
-            _numpy(grad_y, "linear", "grad_output"),
-            _numpy(x, "linear", "input"),
-            _numpy(weight, "linear", "weight"),
-            weight_layout="out_in",
-            grad_x=need_x,
-            grad_weight=need_w,
-            grad_bias=need_b and bias is not None,
-            precision=ctx.precision,
-        )
-        return _tensor(gx), _tensor(gw), _tensor(gb), None
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    # What an operator returns for a gradient not asked for (custom ops return no None).
+    return like.new_empty((0,))
 
 
-class _MatmulFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, precision):
-        c = _np_matmul(_numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"), precision=precision)
-        ctx.precision = precision
-        ctx.save_for_backward(a, b)
-        return torch.as_tensor(c)
+@torch.library.custom_op("matgrad::linear", mutates_args=())
+def _linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               precision: str | None) -> torch.Tensor:
+    y = _np_linear(_numpy(input, "linear", "input"), _numpy(weight, "linear", "weight"),
+                   _numpy(bias, "linear", "bias"), weight_layout="out_in", precision=precision)
+    return torch.from_numpy(y)
 
-    @staticmethod
-    def backward(ctx, grad_c):
-        a, b = ctx.saved_tensors
-        need_a, need_b, _ = ctx.needs_input_grad
-        ga, gb = _np_matmul_backward(
-            _numpy(grad_c, "matmul", "grad_output"),
-            _numpy(a, "matmul", "a"),
-            _numpy(b, "matmul", "b"),
-            grad_a=need_a,
-            grad_b=need_b,
-            precision=ctx.precision,
-        )
-        return _tensor(ga), _tensor(gb), None
+
+@_linear_op.register_fake
+def _(input, weight, bias, precision):
+    return input.new_empty(input.shape[:-1] + (weight.shape[0],))
+
+
+@torch.library.custom_op("matgrad::linear_backward", mutates_args=())
+def _linear_backward_op(grad_y: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                        wanted: list[bool], precision: str | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gx, gw, gb = _np_linear_backward(
+        _numpy(grad_y, "linear", "grad_output"), _numpy(input, "linear", "input"),
+        _numpy(weight, "linear", "weight"), weight_layout="out_in",
+        grad_x=wanted[0], grad_weight=wanted[1], grad_bias=wanted[2], precision=precision)
+    return tuple(_empty(grad_y) if g is None else torch.from_numpy(g) for g in (gx, gw, gb))
+
+
+@_linear_backward_op.register_fake
+def _(grad_y, input, weight, wanted, precision):
+    shapes = (input.shape, weight.shape, (weight.shape[0],))
+    return tuple(grad_y.new_empty(s) if w else _empty(grad_y) for w, s in zip(wanted, shapes))
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, bias, precision = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.has_bias = bias is not None
+    ctx.precision = precision
+
+
+def _linear_grad(ctx, grad_y):
+    input, weight = ctx.saved_tensors
+    need_x, need_w, need_b, _ = ctx.needs_input_grad
+    wanted = [need_x, need_w, need_b and ctx.has_bias]
+    gx, gw, gb = _linear_backward_op(grad_y, input, weight, wanted, ctx.precision)
+    return (gx if wanted[0] else None, gw if wanted[1] else None, gb if wanted[2] else None, None)
+
+
+_linear_op.register_autograd(_linear_grad, setup_context=_linear_setup)
+
+
+@torch.library.custom_op("matgrad::matmul", mutates_args=())
+def _matmul_op(a: torch.Tensor, b: torch.Tensor, precision: str | None) -> torch.Tensor:
+    c = _np_matmul(_numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"), precision=precision)
+    return torch.as_tensor(c)
+
+
+@_matmul_op.register_fake
+def _(a, b, precision):
+    return torch.empty_like(torch.matmul(a, b))
+
+
+@torch.library.custom_op("matgrad::matmul_backward", mutates_args=())
+def _matmul_backward_op(grad_c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, wanted: list[bool],
+                        precision: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    ga, gb = _np_matmul_backward(
+        _numpy(grad_c, "matmul", "grad_output"), _numpy(a, "matmul", "a"), _numpy(b, "matmul", "b"),
+        grad_a=wanted[0], grad_b=wanted[1], precision=precision)
+    return tuple(_empty(grad_c) if g is None else torch.from_numpy(g) for g in (ga, gb))
+
+
+@_matmul_backward_op.register_fake
+def _(grad_c, a, b, wanted, precision):
+    return tuple(x.new_empty(x.shape) if w else _empty(grad_c) for w, x in zip(wanted, (a, b)))
+
+
+def _matmul_setup(ctx, inputs, output):
+    a, b, precision = inputs
+    ctx.save_for_backward(a, b)
+    ctx.precision = precision
+
+
+def _matmul_grad(ctx, grad_c):
+    a, b = ctx.saved_tensors
+    need_a, need_b, _ = ctx.needs_input_grad
+    ga, gb = _matmul_backward_op(grad_c, a, b, [need_a, need_b], ctx.precision)
+    return (ga if need_a else None, gb if need_b else None, None)
+
+
+_matmul_op.register_autograd(_matmul_grad, setup_context=_matmul_setup)
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -97,12 +143,12 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     """``input @ weight.T + bias`` like ``torch.nn.functional.linear``, weight of shape
     (out, in), forward and backward on matgrad's kernels (``precision`` as for
     :func:`matgrad.matmul`)."""
-    return _LinearFunction.apply(input, weight, bias, precision)
+    return _linear_op(input, weight, bias, precision)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, *, precision: str | None = None) -> torch.Tensor:
     """``torch.matmul(a, b)``, forward and backward on matgrad's kernels."""
-    return _MatmulFunction.apply(a, b, precision)
+    return _matmul_op(a, b, precision)
 
 
 class Linear(torch.nn.Linear):
