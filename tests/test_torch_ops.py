@@ -111,3 +111,15 @@ def test_operators_keep_their_errors():
         OPS.linear(torch.ones(2, 3, dtype=torch.int64), torch.ones(4, 3, dtype=torch.int64), None, None)
     with pytest.raises(ValueError, match="linear"):
         OPS.linear(torch.ones(2, 3), torch.ones(4, 5), None, None)
+
+
+def test_eager_and_operator_paths_give_the_same_bits():
+    # Eagerly matgrad.torch runs autograd.Functions (cheaper to call); compiled, the operators.
+    x, w, b = _args((6, 5), 3, torch.float32, True, (True, True, True))
+    y = mt.linear(x, w, b)
+    y_op = OPS.linear(x, w, b, None)
+    torch.testing.assert_close(y, y_op, rtol=0, atol=0)
+    grads = torch.autograd.grad(y.sum(), (x, w, b))
+    grads_op = torch.autograd.grad(y_op.sum(), (x, w, b))
+    for g, g_op in zip(grads, grads_op):
+        torch.testing.assert_close(g, g_op, rtol=0, atol=0)
