@@ -247,7 +247,7 @@ def same_values(x, y, exact: bool, rtol: float = 0.0) -> bool:
     if x[0] == "None":
         return True
     if x[0] == "float":
-        return x[1] == y[1] or (exact is False and abs(x[1] - y[1]) <= rtol * max(1.0, abs(y[1])))
+        return x[1] == y[1] or (not exact and abs(x[1] - y[1]) <= rtol * max(1.0, abs(y[1])))
     (_, dx, sx, vx), (_, dy, sy, vy) = x, y
     if dx != dy or sx != sy:
         return False
@@ -269,7 +269,7 @@ def compare(what: str, plan: Any, got: Outcome, want: Outcome, *, exact: bool = 
         raise Disagreement(f"{what}: {why}\n  plan: {plan}\n  matgrad: {got.error or 'ok'} "
                            f"{got.message}\n  reference: {want.error or 'ok'} {want.message}")
 
-    if got.error in (None,) and want.error is None:
+    if got.error is None and want.error is None:
         if len(got.values) != len(want.values):
             fail("a different number of results")
         for i, (x, y) in enumerate(zip(got.values, want.values)):
@@ -466,7 +466,7 @@ def draw_linear(d: Draws, backward: bool) -> GradPlan:
     return GradPlan("linear_backward" if backward else "linear", arrays, tuple(options))
 
 
-def _torch_matmul_grads(g, a, b, wanted):
+def _torch_matmul_grads(g, a, b):
     import torch
 
     ta = torch.tensor(np.array(a, np.float64), requires_grad=True)
@@ -488,7 +488,7 @@ def reference_grads(plan: GradPlan, x: dict):
         dt = _float_result(g.dtype, a.dtype, b.dtype)
         if dt is None:
             raise TypeError("dtypes")
-        ga, gb = _torch_matmul_grads(g, a, b, None)
+        ga, gb = _torch_matmul_grads(g, a, b)
         return (ga.astype(dt) if opts.get("grad_a", True) else None,
                 gb.astype(dt) if opts.get("grad_b", True) else None)
     out_in = opts.get("weight_layout") == "out_in"

@@ -38,8 +38,11 @@ fn typed<T: Float>(py: Python<'_>, raw: [RawArray; 3], wanted: (bool, bool), pre
     if nd < 2 || rb.nd != nd || rg.nd != nd {
         return Ok(None);
     }
-    let batch_shape = &ra.dims()[..nd - 2];
-    if rb.dims()[..nd - 2] != *batch_shape || rg.dims()[..nd - 2] != *batch_shape {
+    let mut shape_a = [0usize; 64];
+    let shape_a = ra.shape(&mut shape_a);
+    let batch_shape = &shape_a[..nd - 2];
+    let same_batch = |r: &RawArray| r.dims()[..nd - 2].iter().zip(batch_shape).all(|(&d, &s)| d as usize == s);
+    if !same_batch(&rb) || !same_batch(&rg) {
         return Ok(None); // broadcast batches: the Python path sums them back
     }
     // SAFETY: the views describe live arrays (borrowed for this call).
@@ -50,47 +53,26 @@ fn typed<T: Float>(py: Python<'_>, raw: [RawArray; 3], wanted: (bool, bool), pre
     if bm.rows() != k || gm.rows() != m || gm.cols() != n {
         return Ok(None); // the Python path raises the error
     }
-    let mut buffer = [0usize; 64];
-    let ga = wanted.0.then(|| new_array::<T>(py, ra.shape(&mut buffer)));
-    let gb = wanted.1.then(|| new_array::<T>(py, rb.shape(&mut buffer)));
-    let raw_of = |x: &Option<Bound<'_, PyAny>>| x.as_ref().map(|x| RawArray::of(py, x));
-    let (rga, rgb) = (raw_of(&ga), raw_of(&gb));
-    // SAFETY: the gradients are new arrays (they overlap nothing) of a's and b's shapes.
-    let gam = match rga {
-        None => None,
-        Some(r) => match r.and_then(|r| unsafe { r.matrix_mut::<T>(true) }) {
-            Some(v) => Some(v),
-            None => return Ok(None),
-        },
-    };
-    let gbm = match rgb {
-        None => None,
-        Some(r) => match r.and_then(|r| unsafe { r.matrix_mut::<T>(true) }) {
-            Some(v) => Some(v),
-            None => return Ok(None),
-        },
-    };
-    let mut buffer = [0usize; 64];
-    let batch_shape = &ra.shape(&mut buffer)[..nd - 2];
     // Each array's stride along each batch dimension (0 where the dimension is 1).
     let strides = |r: &RawArray| (0..nd - 2).map(|d| if r.dim(d) == 1 { Some(0) } else { r.stride(d) }).collect::<Option<Vec<isize>>>();
     let (Some(sg), Some(sa), Some(sb)) = (strides(&rg), strides(&ra), strides(&rb)) else { return Ok(None) };
-    let sga = match rga.flatten() {
-        Some(r) => match strides(&r) {
-            Some(s) => s,
-            None => return Ok(None),
-        },
-        None => Vec::new(),
+    // A gradient asked for: a new array of its operand's shape, its view and batch strides.
+    let gradient = |wanted: bool, shape: &[usize]| {
+        if !wanted {
+            return Some((None, None));
+        }
+        let array = new_array::<T>(py, shape);
+        let r = RawArray::of(py, &array)?;
+        // SAFETY: a new array, so it overlaps nothing.
+        let view = unsafe { r.matrix_mut::<T>(true) }?;
+        Some((Some(array), Some((view, strides(&r)?))))
     };
-    let sgb = match rgb.flatten() {
-        Some(r) => match strides(&r) {
-            Some(s) => s,
-            None => return Ok(None),
-        },
-        None => Vec::new(),
+    let mut shape_b = [0usize; 64];
+    let (Some((ga, ga_out)), Some((gb, gb_out))) = (gradient(wanted.0, shape_a), gradient(wanted.1, rb.shape(&mut shape_b))) else {
+        return Ok(None);
     };
     let count: usize = batch_shape.iter().product();
-    let work = m * n * k * count * (usize::from(gam.is_some()) + usize::from(gbm.is_some()));
+    let work = m * n * k * count * (usize::from(wanted.0) + usize::from(wanted.1));
     let run = move || -> Result<(), String> {
         // ∂L/∂A = G Bᵀ and ∂L/∂B = Aᵀ G: transposes are views.
         let product = |x: MatRef<'_, T>, y: MatRef<'_, T>, out: MatMut<'_, T>, sx: &[isize], sy: &[isize], so: &[isize]| {
@@ -103,11 +85,11 @@ fn typed<T: Float>(py: Python<'_>, raw: [RawArray; 3], wanted: (bool, bool), pre
                 unsafe { gemm::gemm_batched(x, y, out, batch, precision) }
             }
         };
-        if let Some(out) = gam {
-            product(gm, bm.t(), out, &sg, &sb, &sga).map_err(|e| e.0)?;
+        if let Some((out, so)) = ga_out {
+            product(gm, bm.t(), out, &sg, &sb, &so).map_err(|e| e.0)?;
         }
-        if let Some(out) = gbm {
-            product(am.t(), gm, out, &sa, &sg, &sgb).map_err(|e| e.0)?;
+        if let Some((out, so)) = gb_out {
+            product(am.t(), gm, out, &sa, &sg, &so).map_err(|e| e.0)?;
         }
         Ok(())
     };
