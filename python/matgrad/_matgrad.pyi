@@ -14,7 +14,7 @@ def matmul(a: npt.ArrayLike, b: npt.ArrayLike, /, out: npt.NDArray | None = None
     """``matgrad.matmul`` itself: numpy.matmul's semantics; the common call computed here, any
     other handed to ``matgrad._matmul.matmul_general``."""
 
-def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], precision: str = "highest", /) -> None:
+def matmul_into(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], out: npt.NDArray[np.floating], precision: str = "highest", accumulate: bool = False, /) -> None:
     """``out[...] = a @ b``; all three of equal rank >= 2, batch dims of ``a``/``b`` equal to
     ``out``'s or 1 (broadcast)."""
 

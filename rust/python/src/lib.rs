@@ -211,13 +211,21 @@ fn matmul_backward_options<'py>(kwargs: Option<&Bound<'py, PyDict>>) -> PyResult
     Ok(Some((wanted, precision)))
 }
 
-/// `out[...] = a @ b` over batch dimensions. All three have the same number of dimensions
-/// (>= 2); a batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
+/// `out[...] = a @ b` (or `out[...] += a @ b` with `accumulate`, in the product's own pass
+/// over `out`) over batch dimensions. All three have the same number of dimensions (>= 2); a
+/// batch dimension of `a` or `b` may be 1 (broadcast) where `out`'s is larger.
 #[pyfunction]
-#[pyo3(signature = (a, b, out, precision="highest"))]
-fn matmul_into(py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>, precision: &str) -> PyResult<()> {
+#[pyo3(signature = (a, b, out, precision="highest", accumulate=false))]
+fn matmul_into(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    precision: &str,
+    accumulate: bool,
+) -> PyResult<()> {
     let precision = precision::from_name(precision)?;
-    with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out, precision))
+    with_float_dtype!(out, "matmul", |T| matmul_typed::<T>(py, a, b, out, precision, accumulate))
 }
 
 fn matmul_typed<T: Float>(
@@ -226,6 +234,7 @@ fn matmul_typed<T: Float>(
     b: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     precision: Precision,
+    accumulate: bool,
 ) -> PyResult<()> {
     let a = ArrayView::<T>::borrow(a, "a")?;
     let b = ArrayView::<T>::borrow(b, "b")?;
@@ -256,7 +265,8 @@ fn matmul_typed<T: Float>(
         unsafe {
             let (am, bm, cm) = (a.matrix(), b.matrix(), c.matrix_mut());
             let batch = Batch { shape: batch, a_strides: &a_strides, b_strides: &b_strides, c_strides: &c_strides };
-            gemm::gemm_batched(am, bm, cm, batch, precision).map_err(|e| e.0)
+            let beta = if accumulate { T::ONE } else { T::ZERO };
+            gemm::gemm_batched_beta(am, bm, cm, batch, precision, beta).map_err(|e| e.0)
         }
     })?
     .map_err(PyValueError::new_err)

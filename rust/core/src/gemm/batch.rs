@@ -42,7 +42,22 @@ impl Batch<'_> {
     }
 }
 
-/// Batched `C = A B` (alpha = 1, beta = 0), planned once for all the matrices. A B shared by
+/// Batched `C = A B` (alpha = 1, beta = 0): [`gemm_batched_beta`] with beta = 0.
+///
+/// # Safety
+/// As for [`gemm_batched_beta`].
+pub unsafe fn gemm_batched<T: HasKernels>(
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    c: MatMut<'_, T>,
+    batch: Batch<'_>,
+    precision: Precision,
+) -> Result<(), ShapeError> {
+    gemm_batched_beta(a, b, c, batch, precision, T::ZERO)
+}
+
+/// Batched `C = A B + beta C` (beta = 1 accumulates a product into C, as a sum over blocks of
+/// the contracted dimension does), planned once for all the matrices. A B shared by
 /// every matrix, with A's and C's matrices stacked along their rows, is one product of all
 /// their rows; otherwise small products run one per thread and large ones one after
 /// another, each using all threads.
@@ -50,19 +65,20 @@ impl Batch<'_> {
 /// # Safety
 /// For every batch index the offset views are valid as for [`MatRef::from_raw_parts`]
 /// and [`MatMut::from_raw_parts`], and no two batch indices share an element of C.
-pub unsafe fn gemm_batched<T: HasKernels>(
+pub unsafe fn gemm_batched_beta<T: HasKernels>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     mut c: MatMut<'_, T>,
     batch: Batch<'_>,
     precision: Precision,
+    beta: T,
 ) -> Result<(), ShapeError> {
     let nd = batch.shape.len();
     if batch.a_strides.len() != nd || batch.b_strides.len() != nd || batch.c_strides.len() != nd {
         return Err(ShapeError("batch strides must have one entry per batch dimension".into()));
     }
     // Validate the shapes once, on the first product.
-    let (problem, isa) = Gemm::new(a, b, c.reborrow())?.precision(precision).into_problem();
+    let (problem, isa) = Gemm::new(a, b, c.reborrow())?.precision(precision).beta(beta).into_problem();
     let count = batch.len();
     if count == 0 {
         return Ok(());
@@ -71,7 +87,7 @@ pub unsafe fn gemm_batched<T: HasKernels>(
         // SAFETY: the rows of every matrix of A and C, which the caller vouches for.
         let (a_all, c_all) =
             (MatRef::from_raw_parts(a.ptr, a_rows, a.cols, a.rs, a.cs), MatMut::from_raw_parts(c.ptr, c_rows, c.cols, c.rs, c.cs));
-        Gemm::new(a_all, b, c_all)?.precision(precision).run();
+        Gemm::new(a_all, b, c_all)?.precision(precision).beta(beta).run();
         return Ok(());
     }
     let each = |t: usize, plan: &Plan<T>, team: &Team| {

@@ -40,7 +40,7 @@ mod view;
 
 #[cfg(target_arch = "x86_64")]
 pub use amx::{in_use as amx_in_use, set_enabled as set_amx_enabled, supported as amx_supported};
-pub use batch::{gemm_batched, Batch};
+pub use batch::{gemm_batched, gemm_batched_beta, Batch};
 pub use blocking::{Blocking, CacheSizes};
 pub use dispatch::{HasKernels, Isa};
 pub use precision::{bf16_bits, bf16_value, round_bf16, Precision};
