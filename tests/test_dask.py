@@ -246,7 +246,7 @@ def test_import_without_dask_does_not_need_it():
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
         yield c
 
 
@@ -299,7 +299,7 @@ def test_product_larger_than_the_workers_memory():
     references computed on the same cluster."""
     n, c = 16384, 2048
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                      dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as client:
         workers = set(client.scheduler_info()["workers"])
         A = da.random.default_rng(1).standard_normal((n, n), chunks=c, dtype=np.float32)
         B = da.random.default_rng(2).standard_normal((n, n), chunks=c, dtype=np.float32)
@@ -318,3 +318,18 @@ def test_product_larger_than_the_workers_memory():
     # Σ_i C_ij: the product's error (k eps per element) summed over n rows, the sums in float64.
     tol = 3 * n * np.finfo(np.float32).eps * sums_mag
     assert np.all(np.abs(sums - sums_ref) <= tol)
+
+
+def test_demo_trains_data_parallel_with_the_single_process_curve(capsys):
+    """``python -m matgrad demo --dask`` on its own LocalCluster: the same loss curve as the
+    single-process training (float64: to rounding), and the accuracy target."""
+    import re
+
+    from matgrad import _demo
+    code = _demo.main(["--dask", "--workers", "2", "--epochs", "3", "--dtype", "float64", "--no-torch",
+                       "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 workers" in out and "OK: held-out accuracy" in out
+    diff = float(re.search(r"max \|dask - single process\| over 3 epochs = (\S+)", out).group(1))
+    assert diff < 1e-12

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --quick)")
     b.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
+    b.add_argument("--dask", action="store_true",
+                   help="instead: matgrad.dask.matmul against dask.array.matmul on a LocalCluster "
+                        "of 2 one-thread workers, n = 8192 and 16384 in 2048x2048 chunks (--quick: "
+                        "n = 4096); wall time, tasks, peak memory (pip install 'matgrad[dask]')")
 
     c = sub.add_parser(
         "check", help="verify matgrad against NumPy/torch and print build info",
@@ -136,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check":
         return bench.run_check(use_torch=args.use_torch, threads=args.threads)
+    if args.dask:
+        from matgrad.bench.cluster import run_dask_bench  # noqa: PLC0415
+
+        return run_dask_bench(quick=args.quick, repeats=args.repeats, json_path=args.json_path,
+                              filter_re=args.filter_re)
     return bench.run_bench(
         quick=args.quick, json_path=args.json_path, plot_path=args.plot_path,
         threads=args.threads, device=args.device, use_torch=args.use_torch,

@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("highest", "high", "medium"), default="highest",
                    help="how float32 products are computed (matgrad.matmul's precision=); "
                         "other than highest, the run at highest is timed beside it")
+    p.add_argument("--dask", action="store_true",
+                   help="train data-parallel with matgrad.dask: each minibatch cut into one shard "
+                        "per worker of a dask.distributed cluster (pip install 'matgrad[dask]'); "
+                        "the single-process training runs beside it and the loss curves are compared")
+    p.add_argument("--workers", type=_positive_int, default=2,
+                   help="with --dask: workers of the LocalCluster started for the run, one "
+                        "thread each (default 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="with --dask: join this scheduler (e.g. tcp://host:8786) instead of "
+                        "starting a LocalCluster")
     p.add_argument("--no-torch", dest="use_torch", action="store_false",
                    help="do not repeat the training with torch")
     p.add_argument("--no-progress", dest="progress", action="store_false",
@@ -171,19 +181,34 @@ def _batch_orders(n: int, epochs: int, batch: int, seed: int) -> list[list[np.nd
     return orders
 
 
-def train_matgrad(params, data, orders, lr, reg, progress, precision="highest"):
+def _dask_step(shards: int):
+    """The training step of matgrad.dask: the minibatch cut into ``shards`` row chunks."""
+    import dask.array as da  # noqa: PLC0415
+
+    from .dask import mlp2_loss_and_grads  # noqa: PLC0415
+
+    def step(params, X, y, reg, precision):
+        rows = -(-len(y) // shards)
+        return mlp2_loss_and_grads(params, da.from_array(X, chunks=(rows, -1)), da.from_array(y, chunks=rows),
+                                   reg, precision=precision)
+
+    return step
+
+
+def train_matgrad(params, data, orders, lr, reg, progress, precision="highest", step=None, name="matgrad"):
     from .nn import mlp2_loss_and_grads  # noqa: PLC0415
 
+    step = step or (lambda p, X, y, r, prec: mlp2_loss_and_grads(p, X, y, r, precision=prec))
     Xtr, ytr, Xte, yte = data
     params = {k: v.copy() for k, v in params.items()}
     losses, accs, train_time = [], [], 0.0
-    bar = _progress(sum(map(len, orders)), "matgrad", progress)
+    bar = _progress(sum(map(len, orders)), name, progress)
     try:
         for epoch, batches in enumerate(orders, 1):
             total = 0.0
             t0 = time.perf_counter()
             for idx in batches:
-                loss, grads = mlp2_loss_and_grads(params, Xtr[idx], ytr[idx], reg, precision=precision)
+                loss, grads = step(params, Xtr[idx], ytr[idx], reg, precision)
                 for k, g in grads.items():
                     g *= lr
                     params[k] -= g
@@ -268,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision != "highest" and dtype != np.float32:
         print("matgrad demo: --precision other than highest needs --dtype float32", file=sys.stderr)
         return EXIT_USAGE
+    if args.dask:
+        return _run_dask(args, params, data, orders)
     m_losses, m_accs, m_time = train_matgrad(params, data, orders, args.lr, args.reg,
                                              args.progress, args.precision)
     final_acc = m_accs[-1]
@@ -308,6 +335,45 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * TARGET_ACCURACY:.0f}%", file=sys.stderr)
         return EXIT_LOW_ACCURACY
     print(f"OK: held-out accuracy {100 * final_acc:.2f}% >= {100 * TARGET_ACCURACY:.0f}%")
+    return EXIT_OK
+
+
+def _run_dask(args, params, data, orders) -> int:
+    """--dask: the training on a dask.distributed cluster, then in this process, compared."""
+    try:
+        from distributed import Client, LocalCluster  # noqa: PLC0415
+    except ImportError:
+        print("matgrad demo: --dask needs dask and distributed: pip install 'matgrad[dask]'", file=sys.stderr)
+        return EXIT_USAGE
+    if args.scheduler:
+        cluster, client = None, Client(args.scheduler)
+    else:
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+        client = Client(cluster)
+    try:
+        workers = len(client.scheduler_info()["workers"])
+        print(f"dask: {workers} workers at {client.scheduler.address}; each minibatch cut into "
+              f"{workers} shards, one task each, gradients summed by a tree", flush=True)
+        d_losses, d_accs, d_time = train_matgrad(params, data, orders, args.lr, args.reg, args.progress,
+                                                 args.precision, step=_dask_step(workers), name="matgrad.dask")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"matgrad.dask: final loss {d_losses[-1]:.5f}, held-out accuracy {100 * d_accs[-1]:.2f}%, "
+          f"training time {d_time:.3f} s", flush=True)
+    m_losses, _, m_time = train_matgrad(params, data, orders, args.lr, args.reg, args.progress, args.precision)
+    diffs = np.abs(np.asarray(d_losses) - np.asarray(m_losses))
+    print("  epoch   dask loss      single-process loss    |difference|")
+    for e, (dl, ml, df) in enumerate(zip(d_losses, m_losses, diffs), 1):
+        print(f"  {e:5d}   {dl:12.7f}  {ml:12.7f}           {df:.2e}")
+    print(f"loss curves: max |dask - single process| over {len(diffs)} epochs = {diffs.max():.3g} "
+          f"(single process {m_time:.3f} s)")
+    if d_accs[-1] < TARGET_ACCURACY:
+        print(f"FAILED: held-out accuracy {100 * d_accs[-1]:.2f}% < {100 * TARGET_ACCURACY:.0f}%", file=sys.stderr)
+        return EXIT_LOW_ACCURACY
+    print(f"OK: held-out accuracy {100 * d_accs[-1]:.2f}% >= {100 * TARGET_ACCURACY:.0f}%")
     return EXIT_OK
 
 
