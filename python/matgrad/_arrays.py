@@ -44,6 +44,27 @@ def may_overlap_itself(x: np.ndarray) -> bool:
     return False
 
 
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """Whether ``dtype`` is ml_dtypes' bfloat16 (recognised without importing ml_dtypes)."""
+    return dtype.kind == "V" and dtype.name == "bfloat16" and type(dtype).__module__ != "numpy"
+
+
+def bfloat16_result(*arrays) -> np.dtype | None:
+    """The bfloat16 dtype when the result dtype of ``arrays`` (``None`` entries ignored) is
+    bfloat16 (all bfloat16: mixed with float32 or float64, ml_dtypes promotes to those), else
+    ``None``."""
+    dtypes = [a.dtype for a in arrays if a is not None]
+    if not any(d.kind == "V" for d in dtypes):
+        return None
+    dtype = np.result_type(*dtypes)
+    return dtype if is_bfloat16(dtype) else None
+
+
+def as_float32(x: np.ndarray | None) -> np.ndarray | None:
+    """A bfloat16 (or any) array as float32: exact for bfloat16, whose values all are float32's."""
+    return None if x is None else x.astype(F32)
+
+
 def float_dtype(func: str, *arrays) -> np.dtype:
     """The float32 or float64 result dtype of ``arrays`` (``None`` entries ignored); TypeError
     naming the dtypes for anything else."""

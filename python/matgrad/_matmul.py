@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _matgrad
-from ._arrays import F32, F64, kernel_ready, may_overlap_itself
+from ._arrays import F32, F64, as_float32, is_bfloat16, kernel_ready, may_overlap_itself
 from ._shapes import check_out_shape, matmul_shapes
 
 
@@ -49,6 +49,8 @@ def matmul_general(a, b, out, precision=None):
     a = np.asarray(a)
     b = np.asarray(b)
     dtype = np.result_type(a.dtype, b.dtype)
+    if is_bfloat16(dtype):
+        return _matmul_bfloat16(a, b, out, dtype, precision)
     accelerated = dtype == F32 or dtype == F64
     # (An unknown precision name is an error whatever the dtype.)
     precision = _matgrad.resolve_precision(precision, dtype == F32 or not accelerated)
@@ -99,3 +101,21 @@ def matmul_general(a, b, out, precision=None):
         return out
     result = target.reshape(result_shape)
     return result[()] if result.ndim == 0 else result
+
+
+def _matmul_bfloat16(a, b, out, bf16: np.dtype, precision):
+    """bfloat16 @ bfloat16 (ml_dtypes): the operands widened to float32 (exactly), products
+    summed in float32 (at precision "medium", which rounds nothing here, so AMX tiles serve
+    where the CPU has them), then one rounding to bfloat16 (to nearest, ties to even), or none
+    into a float32 ``out``. Any precision name gives these same results."""
+    _matgrad.resolve_precision(precision, True)  # (an unknown name is still an error)
+    if out is not None:
+        out = _check_out(out, bf16)
+        if out.dtype == F32:
+            return matmul_general(as_float32(a), as_float32(b), out, "medium")
+        check_out_shape(out.shape, matmul_shapes("matmul", a.shape, b.shape), f"{a.shape} and {b.shape}")
+    result = matmul_general(as_float32(a), as_float32(b), None, "medium")
+    if out is not None:
+        np.copyto(out, result, casting="same_kind")  # the one rounding, into out's dtype
+        return out
+    return np.asarray(result).astype(bf16)[()] if np.ndim(result) == 0 else result.astype(bf16)
