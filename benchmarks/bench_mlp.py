@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import gflops, impl_fn, reference
+from . import gflops, impl_fn, reference, torch_module
 
 REG = 1e-4
 
@@ -34,6 +34,35 @@ class MLP2TrainStep:
         self.fn()
 
     def track_gflops(self, impl):
+        return gflops(self.fn, self.flops)
+
+    track_gflops.unit = "GFLOP/s"
+
+
+class TorchModuleStep:
+    """A training step of Linear(784, 256) → ReLU → Linear(256, 10) at batch 256, float32:
+    ``matgrad.torch.Linear`` layers against ``torch.nn.Linear`` ones, eager and under
+    ``torch.compile`` (compiled cases skipped under MATGRAD_ASV_SKIP_LARGE: inductor's first
+    compile takes tens of seconds on 2 cores)."""
+
+    params = (["matgrad", "torch"], ["eager", "compiled"])
+    param_names = ["impl", "mode"]
+    timeout = 300
+
+    def setup(self, impl, mode):
+        import os
+
+        if mode == "compiled" and os.environ.get("MATGRAD_ASV_SKIP_LARGE"):
+            raise NotImplementedError("compiled step skipped (MATGRAD_ASV_SKIP_LARGE is set)")
+        ref = reference()
+        self.fn = ref.torch_module_step_impls(torch_module(), mode == "compiled")[impl]
+        self.flops = ref.torch_module_flops()
+        self.fn()  # warm-up (and the compile)
+
+    def time_train_step(self, impl, mode):
+        self.fn()
+
+    def track_gflops(self, impl, mode):
         return gflops(self.fn, self.flops)
 
     track_gflops.unit = "GFLOP/s"

@@ -148,6 +148,30 @@ def mlp2_case(ns, torch, dtype=np.float32) -> Case:
                 f"N={n} D={d} H={h} C={c}", flops, flops, build)
 
 
+def torch_module_case(ns, torch, compiled: bool) -> Case:
+    """A small MLP's training step of matgrad.torch.Linear layers against torch.nn.Linear ones."""
+    n, d, h, c = ref.TORCH_MLP_SHAPE
+    mode = "compiled" if compiled else "eager"
+
+    def build() -> Built:
+        if getattr(ns, "__name__", "") != "matgrad":
+            raise ref.Skip("matgrad.torch runs on the CPU kernels only")
+        impls = ref.torch_module_step_impls(torch, compiled)
+
+        def check():
+            grads = []
+            for name in ("matgrad", "torch"):
+                impls[name]()
+                grads.append(tuple(p.grad.numpy().copy() for p in impls[name].model.parameters()))
+            return check_grads(grads[0], grads[1], ("W1", "b1", "W2", "b2"))
+
+        return impls, check
+
+    flops = ref.torch_module_flops()
+    return Case(f"torch.nn step {mode} float32 {d}-{h}-{c} N={n}", f"torch_module_step[{mode}]", "float32",
+                f"N={n} D={d} H={h} C={c}", flops, flops, build)
+
+
 def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
     """Every case of a run, in the order they run."""
     sizes = QUICK_SIZES if quick else FULL_SIZES
@@ -177,4 +201,5 @@ def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
                               (n, n), (n, n), n, precision=precision) for n in (PRECISION_SIZES[:1] if quick else PRECISION_SIZES)]
     cases += [matmul_backward_case(ns, torch, n) for n in ((64, 1024) if quick else (8, 64, 1024))]
     cases.append(mlp2_case(ns, torch))
+    cases += [torch_module_case(ns, torch, compiled) for compiled in ((False,) if quick else (False, True))]
     return cases

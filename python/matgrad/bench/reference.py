@@ -221,3 +221,43 @@ def mlp2_impls(ns, torch, params: dict, X, y, reg: float = 0.0) -> Impls:
     if torch is not None:
         impls["torch"] = torch_mlp2_step(torch, params, X, y, reg)
     return impls
+
+
+#: The torch.nn model of the module-step cases: (batch, in, hidden, classes).
+TORCH_MLP_SHAPE = (256, 784, 256, 10)
+
+
+def torch_module_flops(shape: tuple = TORCH_MLP_SHAPE) -> float:
+    """Forward and backward of both layers: three GEMMs' worth per layer."""
+    n, d, h, c = shape
+    return 6.0 * n * (d * h + h * c)
+
+
+def torch_module_step_impls(torch, compiled: bool, shape: tuple = TORCH_MLP_SHAPE) -> Impls:
+    """A training step (forward, cross-entropy, backward) of Linear → ReLU → Linear built from
+    ``matgrad.torch.Linear`` ("matgrad") and from ``torch.nn.Linear`` ("torch"), the same
+    initial weights and batch, eager or under ``torch.compile``. Each call returns the loss; the
+    gradients are left in the model's parameters (``impl.model``)."""
+    if torch is None:
+        raise Skip("torch is not installed")
+    import matgrad.torch as mt  # noqa: PLC0415
+
+    n, d, h, c = shape
+    gen = torch.Generator().manual_seed(5)
+    X, y = torch.randn(n, d, generator=gen), torch.randint(0, c, (n,), generator=gen)
+
+    def impl(layer):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(layer(d, h), torch.nn.ReLU(), layer(h, c))
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            return loss
+
+        run = torch.compile(step) if compiled else step
+        run.model = model
+        return run
+
+    return {"matgrad": impl(mt.Linear), "torch": impl(torch.nn.Linear)}
