@@ -66,7 +66,7 @@ def _one_thread_per_task() -> None:
         worker = get_worker()
     except (ImportError, ValueError):
         return  # not on a worker: the caller's setting stands
-    if _configured_worker is worker.id:
+    if _configured_worker == worker.id:
         return
     _configured_worker = worker.id
     if not os.environ.get("MATGRAD_NUM_THREADS") and not getattr(worker, "_matgrad_threads", None):
@@ -176,10 +176,8 @@ def matmul(a, b, *, precision=None, panel_bytes: int = PANEL_BYTES, split_every:
         _matgrad.resolve_precision(precision, True)
         return da.matmul(a, b)
     precision = _matgrad.resolve_precision(precision, dtype == F32)
-    if not any(np.isnan(a.shape)) and not any(np.isnan(b.shape)):
+    if a.ndim == 0 or b.ndim == 0 or not np.isnan(a.shape + b.shape).any():  # (unknown sizes: by the blocks)
         matmul_shapes("matgrad.dask.matmul", a.shape, b.shape)  # NumPy's ValueErrors, now
-    elif a.ndim == 0 or b.ndim == 0:
-        matmul_shapes("matgrad.dask.matmul", a.shape, b.shape)
 
     a_1d, b_1d = a.ndim == 1, b.ndim == 1
     if a_1d:
