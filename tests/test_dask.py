@@ -16,6 +16,7 @@ from distributed import Client, LocalCluster
 
 import matgrad
 import matgrad.dask as md
+from matgrad.bench.cluster import task_count as product_tasks
 from matgrad.nn import init_mlp2_params, mlp2_loss_and_grads
 from test_matmul import assert_within_bound
 
@@ -29,14 +30,6 @@ def synchronous():
 def operand(rng, shape, chunks, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     return x, da.from_array(x, chunks=chunks)
-
-
-def product_tasks(result, *operands) -> int:
-    """Tasks of ``result``'s graph that are not its operands' own."""
-    own = set()
-    for x in operands:
-        own |= set(x.__dask_graph__())
-    return len(set(result.__dask_graph__()) - own)
 
 
 # (a shape, b shape, a chunks, b chunks): ragged chunks, k cut differently in a and b, stacks,

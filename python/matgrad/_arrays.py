@@ -65,6 +65,11 @@ def as_float32(x: np.ndarray | None) -> np.ndarray | None:
     return None if x is None else x.astype(F32)
 
 
+def rounded_to(dtype: np.dtype, results):
+    """Each array of the tuple ``results`` (``None`` stays) rounded once to ``dtype``."""
+    return tuple(None if r is None else r.astype(dtype) for r in results)
+
+
 def float_dtype(func: str, *arrays) -> np.dtype:
     """The float32 or float64 result dtype of ``arrays`` (``None`` entries ignored); TypeError
     naming the dtypes for anything else."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _matgrad
-from ._arrays import F32, as_float32, bfloat16_result, float_dtype, kernel_ready, rows, sum_to_shape
+from ._arrays import F32, as_float32, bfloat16_result, float_dtype, kernel_ready, rounded_to, rows, sum_to_shape
 from ._matmul import matmul
 from ._shapes import check_bias, check_grad_y, linear_dims, matmul_backward_shapes, weight_is_out_in
 
@@ -32,11 +32,9 @@ def linear_general(x, weight, bias=None, /, *, weight_layout: str = "in_out", pr
     b = None if bias is None else np.asarray(bias)
     bf16 = bfloat16_result(x, w, b)
     if bf16 is not None:
-        # Widened to float32 (exactly), one rounding of the result: as for matmul's bfloat16.
-        _matgrad.resolve_precision(precision, True)
-        y = linear_general(as_float32(x), as_float32(w), as_float32(b), weight_layout=weight_layout,
-                           precision="medium")
-        return y.astype(bf16)
+        _matgrad.resolve_precision(precision, True)  # (checked, then moot: see _matmul_bfloat16)
+        return linear_general(as_float32(x), as_float32(w), as_float32(b), weight_layout=weight_layout,
+                              precision="medium").astype(bf16)
     n_in, n_out = linear_dims("linear", x.shape, w.shape, out_in, weight_layout)
     check_bias("linear", None if b is None else b.shape, w.shape, n_out)
     dtype = float_dtype("linear", x, w, b)
@@ -59,10 +57,9 @@ def linear_backward_general(grad_y, x, weight, /, *, weight_layout: str = "in_ou
     bf16 = bfloat16_result(g, x, w)
     if bf16 is not None:
         _matgrad.resolve_precision(precision, True)
-        grads = linear_backward_general(as_float32(g), as_float32(x), as_float32(w), weight_layout=weight_layout,
-                                        grad_x=grad_x, grad_weight=grad_weight, grad_bias=grad_bias,
-                                        precision="medium")
-        return tuple(None if t is None else t.astype(bf16) for t in grads)
+        return rounded_to(bf16, linear_backward_general(
+            as_float32(g), as_float32(x), as_float32(w), weight_layout=weight_layout, grad_x=grad_x,
+            grad_weight=grad_weight, grad_bias=grad_bias, precision="medium"))
     n_in, n_out = linear_dims("linear_backward", x.shape, w.shape, out_in, weight_layout)
     check_grad_y("linear_backward", g.shape, x.shape, w.shape, n_out)
     dtype = float_dtype("linear_backward", g, x, w)
@@ -89,9 +86,8 @@ def matmul_backward_general(grad_out, a, b, /, *, grad_a: bool = True, grad_b: b
     bf16 = bfloat16_result(g, a, b)
     if bf16 is not None:
         _matgrad.resolve_precision(precision, True)
-        grads = matmul_backward_general(as_float32(g), as_float32(a), as_float32(b), grad_a=grad_a,
-                                        grad_b=grad_b, precision="medium")
-        return tuple(None if t is None else t.astype(bf16) for t in grads)
+        return rounded_to(bf16, matmul_backward_general(as_float32(g), as_float32(a), as_float32(b),
+                                                        grad_a=grad_a, grad_b=grad_b, precision="medium"))
     s = matmul_backward_shapes("matmul_backward", g.shape, a.shape, b.shape)
     n, batch = s.n, s.batch
     dtype = float_dtype("matmul_backward", g, a, b)

@@ -118,4 +118,4 @@ def _matmul_bfloat16(a, b, out, bf16: np.dtype, precision):
     if out is not None:
         np.copyto(out, result, casting="same_kind")  # the one rounding, into out's dtype
         return out
-    return np.asarray(result).astype(bf16)[()] if np.ndim(result) == 0 else result.astype(bf16)
+    return np.asarray(result).astype(bf16)[()]  # (a scalar for 1-D @ 1-D, as NumPy gives)

@@ -31,10 +31,11 @@ import dask.array as da
 import numpy as np
 
 from . import _matgrad
-from ._arrays import F32, F64, kernel_ready
+from ._arrays import F32, F64, float_dtype, kernel_ready
 from ._grad import linear as _np_linear
 from ._matmul import matmul as _np_matmul
-from ._shapes import matmul_shapes, weight_is_out_in
+from ._shapes import check_bias, matmul_shapes, weight_is_out_in
+from .nn import _l2_penalty, _weight_decay_grad
 from .nn import mlp2_loss_and_grads as _mlp2_step
 
 try:
@@ -118,14 +119,17 @@ def _sum_blocks(*blocks):
     return out
 
 
-def _tree_sum(parts: list, split_every: int):
-    """Σ parts, ``split_every`` at a time per task, level by level."""
+def _tree(parts: list, split_every: int, combine):
+    """``parts`` combined ``split_every`` at a time per task (``combine(group)``), level by level."""
     while len(parts) > 1:
-        parts = [
-            group[0] if len(group) == 1 else da.map_blocks(_sum_blocks, *group, dtype=group[0].dtype)
-            for group in (parts[i:i + split_every] for i in range(0, len(parts), split_every))
-        ]
+        groups = (parts[i:i + split_every] for i in range(0, len(parts), split_every))
+        parts = [group[0] if len(group) == 1 else combine(group) for group in groups]
     return parts[0]
+
+
+def _tree_sum(parts: list, split_every: int):
+    """Σ of dask arrays of equal chunks, by a tree."""
+    return _tree(parts, split_every, lambda group: da.map_blocks(_sum_blocks, *group, dtype=group[0].dtype))
 
 
 def _k_groups(k_chunks: tuple, panel_rows: int, batch_block: int, itemsize: int, panel_bytes: int) -> list:
@@ -247,14 +251,6 @@ def _layer_dims(weight_shape, out_in: bool, func: str):
     return (weight_shape[1], weight_shape[0]) if out_in else (weight_shape[0], weight_shape[1])
 
 
-def _float_dtype(func: str, *dtypes) -> np.dtype:
-    dtype = np.result_type(*dtypes)
-    if dtype != F32 and dtype != F64:
-        raise TypeError(f"matgrad.dask.{func}: float32 or float64 operands required, got dtypes "
-                        + ", ".join(str(d) for d in dtypes))
-    return dtype
-
-
 def _only(blocks):
     """The one block of a contracted index that has a single chunk (blockwise passes a list)."""
     return blocks[0] if isinstance(blocks, list) else blocks
@@ -274,12 +270,9 @@ def linear(x, weight, bias=None, *, weight_layout: str = "in_out", precision=Non
     w = _as_block(weight, "weight")
     n_in, n_out = _layer_dims(w.shape, out_in, "linear")
     x = _rows_of(x, n_in, "linear", "x")
-    b = None
-    if bias is not None:
-        b = _as_block(bias, "bias")
-        if b.shape != (n_out,):
-            raise ValueError(f"matgrad.dask.linear: bias must have shape ({n_out},), got {b.shape}")
-    dtype = _float_dtype("linear", x.dtype, w.dtype, *(() if b is None else (b.dtype,)))
+    b = None if bias is None else _as_block(bias, "bias")
+    check_bias("matgrad.dask.linear", None if b is None else b.shape, w.shape, n_out)
+    dtype = float_dtype("matgrad.dask.linear", x, w, b)
     precision = _matgrad.resolve_precision(precision, dtype == F32)
     w_index = ("o", "f") if out_in else ("f", "o")
     args = [x, ("r", "f"), w, w_index] + ([b, ("o",)] if b is not None else [None, None])
@@ -327,7 +320,7 @@ def linear_backward(grad_y, x, weight, *, weight_layout: str = "in_out", grad_x:
         raise ValueError(f"matgrad.dask.linear_backward: grad_y has {g.shape[0]} rows, x has {x.shape[0]}")
     if g.chunks[0] != x.chunks[0]:
         g = g.rechunk({0: x.chunks[0]})
-    dtype = _float_dtype("linear_backward", g.dtype, x.dtype, w.dtype)
+    dtype = float_dtype("matgrad.dask.linear_backward", g, x, w)
     precision = _matgrad.resolve_precision(precision, dtype == F32)
     w_index = ("o", "f") if out_in else ("f", "o")
     gx = gw = gb = None
@@ -396,7 +389,7 @@ def mlp2_loss_and_grads(params, X, y, reg: float = 0.0, *, precision=None, split
         y = y.rechunk({0: X.chunks[0]})
     if X.shape[0] == 0:
         raise ValueError("matgrad.dask.mlp2_loss_and_grads: X has no rows")
-    dtype = _float_dtype("mlp2_loss_and_grads", X.dtype, *(p.dtype for p in params.values()))
+    dtype = float_dtype("matgrad.dask.mlp2_loss_and_grads", X, *params.values())
     precision = _matgrad.resolve_precision(precision, dtype == F32)
 
     shared = dask.delayed(params, pure=True, traverse=True)  # one key: sent to each worker once
@@ -405,16 +398,13 @@ def mlp2_loss_and_grads(params, X, y, reg: float = 0.0, *, precision=None, split
         for xs, ys, rows in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), X.chunks[0])
         if rows != 0
     ]
-    while len(steps) > 1:
-        steps = [s[0] if len(s) == 1 else dask.delayed(_add_steps, pure=True)(*s)
-                 for s in (steps[i:i + split_every] for i in range(0, len(steps), split_every))]
-    (n, loss, grads), = dask.compute(steps[0])
+    root = _tree(steps, split_every, lambda group: dask.delayed(_add_steps, pure=True)(*group))
+    (n, loss, grads), = dask.compute(root)
     for key, g in grads.items():
         g /= g.dtype.type(n)
     loss /= n
-    if reg:
-        W1, W2 = params["W1"], params["W2"]
-        loss += reg * float(np.vdot(W1.ravel(), W1.ravel()) + np.vdot(W2.ravel(), W2.ravel()))
-        grads["W1"] += (2.0 * reg) * W1
-        grads["W2"] += (2.0 * reg) * W2
+    if reg:  # the L2 term once, as the single-process step adds it
+        loss += _l2_penalty(params["W1"], params["W2"], reg)
+        for key in ("W1", "W2"):
+            grads[key] += _weight_decay_grad(params[key], reg)
     return float(loss), grads

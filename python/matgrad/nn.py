@@ -132,9 +132,13 @@ def mlp2_loss_and_grads(params, X, y=None, reg: float = 0.0, *, precision=None):
     loss = _matgrad.mlp2_loss_and_grads(X, W1, b1, W2, b2, np.ascontiguousarray(labels),
                                         dW1, db1, dW2, db2, bool(reg), precision)
     if reg:
-        # ΣW² as a dot product: one pass, no temporary of W's size.
-        loss += reg * float(np.vdot(W1.ravel(), W1.ravel()) + np.vdot(W2.ravel(), W2.ravel()))
+        loss += _l2_penalty(W1, W2, reg)
     return loss, {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+
+
+def _l2_penalty(W1: np.ndarray, W2: np.ndarray, reg: float) -> float:
+    """reg·(ΣW1² + ΣW2²), each ΣW² a dot product: one pass, no temporary of W's size."""
+    return reg * float(np.vdot(W1.ravel(), W1.ravel()) + np.vdot(W2.ravel(), W2.ravel()))
 
 
 def _weight_decay_grad(w: np.ndarray, reg: float) -> np.ndarray:

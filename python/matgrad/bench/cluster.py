@@ -25,7 +25,8 @@ CHUNK = 2048
 PAUSE_S = 1.0
 
 
-def _tasks(result, *operands) -> int:
+def task_count(result, *operands) -> int:
+    """Tasks of ``result``'s graph that are not its operands' own."""
     own = set()
     for x in operands:
         own |= set(x.__dask_graph__())
@@ -103,7 +104,7 @@ def run_dask_bench(*, quick: bool = False, repeats: int | None = None, workers: 
                     del C
                     peaks[name] = max(peaks[name], max((v for _, v in sampler.samples[label]), default=0))
             med = {name: statistics.median(v) for name, v in times.items()}
-            tasks = {name: _tasks(f(A, B), A, B) for name, f in impls.items()}
+            tasks = {name: task_count(f(A, B), A, B) for name, f in impls.items()}
             rec = {"name": f"dask matmul {dt} n={n}", "n": n, "dtype": dt, "chunk": CHUNK, "workers": workers,
                    "median_s": med, "times_s": times, "tasks": tasks, "peak_process_bytes": peaks,
                    "ratio": med["dask.array"] / med["matgrad.dask"], "check_passed": ok,
