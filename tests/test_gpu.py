@@ -115,6 +115,16 @@ def test_matmul_gpuarray_round_trip_and_chain(rng):
     close(out.numpy(), *ref_matmul(a, b)[::-1], 20, "out=")
 
 
+def test_products_queued_then_synchronized(rng):
+    # What the device-resident timing does: several products in flight, one wait at the end.
+    a, b = f32(rng, 130, 67), f32(rng, 67, 129)
+    ga, gb = gpu.asarray(a), gpu.asarray(b)
+    results = [gpu.matmul(ga, gb) for _ in range(4)]
+    gpu.synchronize()
+    for r in results:
+        close(r.numpy(), *ref_matmul(a, b)[::-1], 67, "queued")
+
+
 def test_empty_and_scalar_results(rng):
     assert gpu.asarray(np.zeros((0, 3), np.float32)).numpy().shape == (0, 3)
     v = f32(rng, 7)

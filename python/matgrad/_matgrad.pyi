@@ -114,6 +114,9 @@ def gpu_adapter_info() -> dict[str, str]:
 def gpu_max_buffer_bytes() -> int:
     """The largest buffer, in bytes, a kernel can bind on this device."""
 
+def gpu_synchronize() -> None:
+    """Waits for the work queued on the device."""
+
 def gpu_upload(array: npt.NDArray[np.float32], /) -> GpuBuffer:
     """A device copy of a C-contiguous float32 array (ValueError beyond the device's limit)."""
 

@@ -26,6 +26,7 @@ from ._shapes import check_bias, check_grad_y, linear_dims, matmul_backward_shap
 __all__ = [
     "is_available",
     "adapter_info",
+    "synchronize",
     "asarray",
     "GpuArray",
     "matmul",
@@ -70,6 +71,13 @@ def adapter_info() -> dict:
     """The adapter in use: ``name``, ``backend``, ``device_type``, ``driver``, ``driver_info``."""
     _ensure()
     return dict(_matgrad.gpu_adapter_info())
+
+
+def synchronize() -> None:
+    """Waits until every product queued on the device has run (calls return once their work
+    is queued; ``.numpy()`` waits too). For timing device-resident work apart from transfers."""
+    _ensure()
+    _matgrad.gpu_synchronize()
 
 
 class GpuArray:

@@ -137,7 +137,8 @@ def run_bench(*, quick: bool = False, json_path: str | None = None,
         finally:
             bar.close()
         meta = metadata(mg, torch, n_threads, device=device, quick=quick, repeats=reps,
-                        min_sample_s=min_sample, fma_peak_gflops=peak)
+                        min_sample_s=min_sample, fma_peak_gflops=peak,
+                        gpu_adapter=ns.adapter_info() if device == "gpu" else None)
     for rec in results:
         if rec.get("status") == "ok" and rec["dtype"] in peak and rec["impls"]["matgrad"]["gflops"]:
             rec["peak_share"] = rec["impls"]["matgrad"]["gflops"] / peak[rec["dtype"]]
@@ -151,6 +152,10 @@ def _report(results: list[dict], meta: dict, reps: int, json_path, plot_path) ->
           + (f"  torch {meta['torch_version']}" if meta["torch_version"] else "  (no torch)")
           + f"  device={meta['device']}")
     print(f"cpu: {meta['cpu_model']}  ({meta['cpu_count']} logical cpus)")
+    if meta.get("gpu_adapter"):
+        gpu = meta["gpu_adapter"]
+        print(f"gpu: {gpu['name']} ({gpu['device_type']}, {gpu['backend']}, driver {gpu['driver']} "
+              f"{gpu['driver_info']})")
     peak = meta["fma_peak_gflops"]
     print(f"FMA peak measured now ({meta['simd_kernel']}, {meta['threads']} threads): "
           f"{peak['float32']:.0f} GFLOP/s float32, {peak['float64']:.0f} float64; "

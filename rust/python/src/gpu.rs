@@ -49,6 +49,13 @@ fn gpu_adapter_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     Ok(dict)
 }
 
+/// Waits for the work queued on the device, without the GIL.
+#[pyfunction]
+fn gpu_synchronize(py: Python<'_>) -> PyResult<()> {
+    let ctx = context(py)?;
+    py.detach(|| ctx.synchronize()).map_err(to_py)
+}
+
 /// The largest buffer in bytes a kernel can bind on this device.
 #[pyfunction]
 fn gpu_max_buffer_bytes(py: Python<'_>) -> PyResult<u64> {
@@ -147,6 +154,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu_unavailable_reason, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_adapter_info, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_max_buffer_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu_synchronize, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_upload, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_zeros, m)?)?;
     m.add_function(wrap_pyfunction!(gpu_download, m)?)?;
