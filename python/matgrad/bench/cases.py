@@ -64,14 +64,9 @@ def _dims(shape: tuple) -> str:
     return "x".join(map(str, shape))
 
 
-def on_gpu(ns) -> bool:
-    """Whether the namespace under test is matgrad.gpu."""
-    return getattr(ns, "__name__", "") == "matgrad.gpu"
-
-
 def _gpu_skips(ns, dt: np.dtype, precision: str | None = None) -> None:
     """Raises Skip for what matgrad.gpu does not compute by design (not a correctness failure)."""
-    if not on_gpu(ns):
+    if getattr(ns, "__name__", "") != "matgrad.gpu":
         return
     if dt != np.float32:
         raise ref.Skip("the GPU path computes float32 only (by design)")

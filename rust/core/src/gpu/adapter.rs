@@ -41,7 +41,8 @@ pub(super) async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adap
             .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
             .ok_or_else(|| GpuError::Unavailable(format!("WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {names:?}")));
     }
-    if wgpu::PowerPreference::from_env().is_none() {
+    let power_preference = wgpu::PowerPreference::from_env();
+    if power_preference.is_none() {
         let adapters = instance.enumerate_adapters(backends).await;
         if let Some(best) = adapters.into_iter().min_by_key(|a| preference(a.get_info().device_type)) {
             return Ok(best);
@@ -49,7 +50,7 @@ pub(super) async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adap
     }
     instance
         .request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            power_preference: power_preference.unwrap_or_default(),
             ..Default::default()
         })
         .await

@@ -298,7 +298,7 @@ impl Context {
         slice.map_async(wgpu::MapMode::Read, move |result| {
             let _ = sender.send(result);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))?;
+        self.synchronize()?;
         receiver
             .recv()
             .map_err(|_| GpuError::Device("the read-back was dropped".into()))?
