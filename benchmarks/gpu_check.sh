@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # matgrad's GPU path on a machine with a GPU: first, in seconds, whether a Vulkan driver for it
-# is there at all; then the GPU tests; then the GPU bench and torch.matmul on CUDA (TF32 off)
-# in the same run, written as JSON.
+# is there at all; then the GPU tests; then the bench's device-resident products against
+# torch on CUDA (TF32 off) in the same run, and its other GPU rows, written as JSON.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        (default OUT_DIR: ./gpu-check)
 #
@@ -46,57 +46,9 @@ EOF
 echo "== GPU tests"
 python3 -m pytest -q tests/test_gpu.py -p no:cacheprovider || exit $?
 
-echo "== GPU bench (matgrad.gpu, operands on the device) and torch on CUDA, TF32 off"
-python3 - "$out/gpu_vs_cuda.json" <<'EOF'
-import json, sys, time
-import numpy as np
-from matgrad import gpu
-
-def per_call(fn, sync, n_calls):
-    fn(); sync()
-    t = time.perf_counter()
-    for _ in range(n_calls):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / n_calls
-
-rows = []
-try:
-    import torch
-    cuda = torch.cuda.is_available()
-except ImportError:
-    torch, cuda = None, False
-if cuda:
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-for n in (1024, 2048, 4096, 8192):
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    da, db = gpu.asarray(a), gpu.asarray(b)
-    calls = max(3, int(2e12 / (2 * n**3)))
-    rec = {"n": n, "calls": calls}
-    # Device-resident: `calls` products queued, one wait at the end (no read-back timed).
-    rec["matgrad_gpu_s"] = per_call(lambda: gpu.matmul(da, db), gpu.synchronize, calls)
-    ref = a[:64].astype(np.float64) @ b.astype(np.float64)
-    rec["max_rel_err_first_rows"] = float(np.abs(gpu.matmul(da, db).numpy()[:64] - ref).max() / np.abs(ref).max())
-    if cuda:
-        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
-        rec["torch_cuda_s"] = per_call(lambda: ta @ tb, torch.cuda.synchronize, calls)
-    for key in ("matgrad_gpu_s", "torch_cuda_s"):
-        if key in rec:
-            rec[key.replace("_s", "_gflops")] = 2 * n**3 / rec[key] / 1e9
-    if cuda:
-        rec["share_of_cublas"] = rec["matgrad_gpu_gflops"] / rec["torch_cuda_gflops"]
-    print(rec, flush=True)
-    rows.append(rec)
-meta = {"adapter": gpu.adapter_info(), "torch": torch.__version__ if torch else None,
-        "cuda_device": torch.cuda.get_device_name() if cuda else None, "tf32": False,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-json.dump({"meta": meta, "rows": rows}, open(sys.argv[1], "w"), indent=1)
-print("wrote", sys.argv[1])
-EOF
-status=$?
-[ $status -eq 0 ] || exit $status
-
-python3 -m matgrad bench --device gpu --no-progress --json "$out/bench_gpu.json" || exit $?
+echo "== device-resident products: matgrad.gpu against torch on CUDA (TF32 off), same run"
+# matmul n = 1024-8192 and the linear layer's shapes, forward and backward; 'vs torch' is
+# matgrad's share of cuBLAS FP32 (torch time / matgrad time).
+python3 -m matgrad bench --device gpu --no-progress --filter device-resident --json "$out/resident.json" || exit $?
+echo "== the GPU bench's other rows (host arrays in and out)"
+python3 -m matgrad bench --device gpu --quick --no-progress --json "$out/bench_gpu_quick.json" || exit $?

@@ -188,6 +188,32 @@ def test_device_gpu_without_gpu_exits_2():
     assert "GFLOP/s" not in proc.stdout  # it stopped before benchmarking
 
 
+def test_device_gpu_times_device_resident_products(tmp_path):
+    from matgrad import gpu
+
+    if not gpu.is_available():
+        pytest.skip("no GPU adapter (CI installs lavapipe, which has one)")
+    out = tmp_path / "gpu.json"
+    proc = run_cli("bench", "--quick", "--device", "gpu", "--no-progress", "--filter",
+                   "device-resident|matmul float64 n=64$", "--json", str(out), timeout=BENCH_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gpu: " in proc.stdout  # the adapter is printed
+    recs = {r["name"]: r for r in json.loads(out.read_text())["cases"]}
+    f64 = recs["matmul float64 n=64"]
+    assert f64["status"] == "skipped" and "float32 only" in f64["reason"]
+    resident = [r for r in recs.values() if "device-resident" in r["name"]]
+    assert {r["op"] for r in resident} == {"matmul[device-resident]", "linear[device-resident]",
+                                           "linear_backward[device-resident]"}
+    ran = [r for r in resident if r["status"] == "ok"]
+    assert ran, "no device-resident case ran"
+    for r in ran:
+        assert r["check_passed"], r
+        assert r.get("peak_share") is None  # the CPU's FMA peak says nothing of a GPU
+    for r in resident:
+        if r["status"] == "skipped":
+            assert gpu.adapter_info()["device_type"] == "cpu" and "software adapter" in r["reason"]
+
+
 def test_plot_without_matplotlib_says_how_to_install(tmp_path):
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"

@@ -41,6 +41,12 @@ QUICK_SHAPED = (SHAPED[0], SHAPED[2], SHAPED[3], SHAPED[5], SHAPED[6], SHAPED[9]
 PRECISION_SIZES = (1024, 2048, 4096)
 #: The linear layer at the batches of inference: (batch, in, out).
 SMALL_BATCH_SHAPES = ((1, 784, 256), (8, 784, 256))
+#: Device-resident products under ``--device gpu`` (the quick run takes the first two).
+RESIDENT_SIZES = (1024, 2048, 4096, 8192)
+#: Flops past which a software adapter (lavapipe, a few GFLOP/s) skips a device-resident case.
+SOFTWARE_ADAPTER_FLOPS = 2.0 * 1024**3
+#: Flops a device-resident sample queues at least (products per sample: this over one's flops).
+RESIDENT_SAMPLE_FLOPS = 2e11
 
 #: What a case's build returns: the implementations to time and the check to run first.
 Built = tuple[ref.Impls, Callable[[], tuple[bool, str]]]
@@ -186,6 +192,42 @@ def torch_module_case(ns, torch, compiled: bool) -> Case:
                 f"N={n} D={d} H={h} C={c}", flops, flops, build)
 
 
+def resident_case(gpu, torch, op: str, shape: tuple, layout: str = "out_in") -> Case:
+    """``op`` on operands already on the device: matgrad.gpu's queued products, apart from
+    transfers, against torch on CUDA (TF32 off) where there is one. The check reads back."""
+    if op == "matmul":
+        n = shape[0]
+        flops, x, name, dims = 2.0 * n**3, n, f"matmul device-resident float32 n={n}", f"{n}x{n}x{n}"
+    else:
+        bsz, n_in, n_out = shape
+        flops = (2.0 if op == "linear" else 4.0) * bsz * n_in * n_out + bsz * n_out
+        x, dims = flops, f"{bsz}x{n_in}->{n_out}"
+        name = f"{op}[{layout}] device-resident float32 {dims}"
+
+    def build() -> Built:
+        info = gpu.adapter_info()
+        software = info["device_type"] == "cpu"
+        if software and flops > SOFTWARE_ADAPTER_FLOPS:
+            raise ref.Skip(f"a software adapter ({info['name']}): too slow past {SOFTWARE_ADAPTER_FLOPS:.0e} flops")
+        calls = 1 if software else max(1, int(RESIDENT_SAMPLE_FLOPS / flops))
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        if op == "matmul":
+            a, b = ref.randn(rng, shape, np.float32), ref.randn(rng, shape, np.float32)
+            impls = ref.resident_impls(gpu, torch, op, (a, b), calls)
+            # The first rows suffice to catch a wrong kernel; all of C at 8192 is minutes here.
+            return impls, lambda: close_enough(impls["matgrad"]().numpy()[:64], a[:64] @ b)
+        x, w, b, g = ref.linear_inputs(shape, layout, np.float32, seed=4)
+        if op == "linear":
+            impls = ref.resident_impls(gpu, torch, op, (x, w, b), calls, layout)
+            return impls, lambda: close_enough(impls["matgrad"]().numpy(), ref.linear_numpy(x, w, b, layout))
+        impls = ref.resident_impls(gpu, torch, op, (g, x, w), calls, layout)
+        return impls, lambda: check_grads(tuple(r.numpy() for r in impls["matgrad"]()),
+                                          ref.linear_grads_numpy(g, x, w, layout),
+                                          ("grad_x", "grad_weight", "grad_bias"))
+
+    return Case(name, f"{op}[device-resident]", "float32", dims, x, flops, build)
+
+
 def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
     """Every case of a run, in the order they run."""
     sizes = QUICK_SIZES if quick else FULL_SIZES
@@ -216,4 +258,8 @@ def build_cases(ns: Any, torch: Any, quick: bool) -> list[Case]:
     cases += [matmul_backward_case(ns, torch, n) for n in ((64, 1024) if quick else (8, 64, 1024))]
     cases.append(mlp2_case(ns, torch))
     cases += [torch_module_case(ns, torch, compiled) for compiled in ((False,) if quick else (False, True))]
+    if getattr(ns, "__name__", "") == "matgrad.gpu":
+        cases += [resident_case(ns, torch, "matmul", (n, n)) for n in (RESIDENT_SIZES[:2] if quick else RESIDENT_SIZES)]
+        for op in ("linear", "linear_backward"):
+            cases += [resident_case(ns, torch, op, shape) for shape in shapes]
     return cases

@@ -261,3 +261,55 @@ def torch_module_step_impls(torch, compiled: bool, shape: tuple = TORCH_MLP_SHAP
         return run
 
     return {"matgrad": impl(mt.Linear), "torch": impl(torch.nn.Linear)}
+
+
+# ------------------------------------------------------------------- device-resident (GPU)
+
+
+def torch_cuda(torch):
+    """torch when it has a CUDA device, with TF32 off so that its float32 products are exact
+    float32 like matgrad.gpu's (cuBLAS FP32); else None."""
+    if torch is None or not torch.cuda.is_available():
+        return None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def resident(run: Callable, sync: Callable, calls: int) -> Callable:
+    """``calls`` device-resident runs queued, then one wait: a sample times the device's work,
+    not the launch-to-wait round trip of a single product."""
+    def sample():
+        for _ in range(calls):
+            out = run()
+        sync()
+        return out
+    return sample
+
+
+def resident_impls(gpu, torch, op: str, host: tuple, calls: int, layout: str = "out_in") -> Impls:
+    """``op`` ("matmul", "linear", "linear_backward") on operands uploaded once: matgrad.gpu
+    against torch on CUDA (when there is one), each ``calls`` products per sample."""
+    dev = tuple(gpu.asarray(v) for v in host)
+    mg = {
+        "matmul": lambda a, b: gpu.matmul(a, b),
+        "linear": lambda x, w, b: gpu.linear(x, w, b, weight_layout=layout),
+        "linear_backward": lambda g, x, w: gpu.linear_backward(g, x, w, weight_layout=layout),
+    }[op]
+    impls = {"matgrad": resident(lambda: mg(*dev), gpu.synchronize, calls)}
+    cuda = torch_cuda(torch)
+    if cuda is not None:
+        t = [cuda.from_numpy(v).cuda() for v in host]
+        if op == "matmul":
+            run = lambda: cuda.matmul(t[0], t[1])  # noqa: E731
+        elif op == "linear":
+            fwd = _torch_linear(cuda, layout)
+            run = lambda: fwd(t[0], t[1], t[2])  # noqa: E731
+        else:
+            g, x, w = t
+            leaves = [x.clone().requires_grad_(True), w.clone().requires_grad_(True),
+                      cuda.zeros(g.shape[1], device="cuda", requires_grad=True)]
+            out = _torch_linear(cuda, layout)(*leaves)
+            run = lambda: cuda.autograd.grad(out, leaves, g, retain_graph=True)  # noqa: E731
+        impls["torch"] = resident(run, cuda.cuda.synchronize, calls)
+    return impls

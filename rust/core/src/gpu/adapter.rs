@@ -49,10 +49,7 @@ pub(super) async fn pick_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adap
         }
     }
     instance
-        .request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: power_preference.unwrap_or_default(),
-            ..Default::default()
-        })
+        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: power_preference.unwrap_or_default(), ..Default::default() })
         .await
         .map_err(|e| GpuError::Unavailable(format!("no GPU adapter found ({e}); {DRIVER_HINT}")))
 }

@@ -12,19 +12,20 @@
 //! strides in elements, like the CPU path's `MatRef`. Every product of the linear layer and of
 //! matmul's backward is one [`Context::gemm`] call on such views, transposes included.
 
-use std::sync::OnceLock;
-
-use wgpu::util::DeviceExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 mod adapter;
+mod reuse;
 pub use adapter::DRIVER_HINT;
 use adapter::{backend_name, pick_adapter};
+use reuse::{Kernel, Pool, Submit, MAX_BIND_GROUPS};
 
 const GEMM_WGSL: &str = include_str!("gemm.wgsl");
 const COLUMN_SUMS_WGSL: &str = include_str!("column_sums.wgsl");
 
 /// The tile of C one GEMM workgroup computes (must match gemm.wgsl).
-const GEMM_TILE: u32 = 64;
+const GEMM_TILE: u32 = 128;
 /// Invocations per column-sums workgroup (must match column_sums.wgsl).
 const COLUMN_SUMS_GROUP: u32 = 64;
 
@@ -68,14 +69,44 @@ pub struct Context {
     /// limits: lavapipe, for one, binds at most 128 MiB).
     max_binding_bytes: u64,
     max_workgroups: u32,
-    gemm: wgpu::ComputePipeline,
+    /// The uniform offset alignment: the parameter ring's slot size.
+    param_stride: u64,
+    /// gemm.wgsl specialised by which operands it fetches a vec4 at a time: index
+    /// `vec_a as usize + 2 * vec_b as usize`.
+    gemm: [wgpu::ComputePipeline; 4],
+    gemm_layout: wgpu::BindGroupLayout,
     column_sums: wgpu::ComputePipeline,
+    column_sums_layout: wgpu::BindGroupLayout,
+    submit: Mutex<Submit>,
+    pool: Mutex<Pool>,
+    staging: Mutex<Option<wgpu::Buffer>>,
 }
 
-/// A device buffer of `len` f32 elements.
+/// A device buffer of `len` f32 elements (its size rounded up to 16 bytes, so that the kernels
+/// can bind it as vec4s too).
 pub struct Buffer {
     raw: wgpu::Buffer,
     len: usize,
+    /// Unique per buffer: the key of the bind groups that bind it.
+    id: u64,
+}
+
+static NEXT_BUFFER_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Drop for Buffer {
+    /// The bind groups over this buffer go; the memory is kept for the next buffer of its size.
+    fn drop(&mut self) {
+        if let Some(Ok(ctx)) = CONTEXT.get() {
+            lock(&ctx.submit).forget(self.id);
+            lock(&ctx.pool).give(self.raw.clone());
+        }
+    }
+}
+
+/// A lock that survives a panic in another holder (the caches stay consistent: each update is
+/// one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Buffer {
@@ -187,39 +218,61 @@ impl Context {
             driver: wgpu_info.driver.clone(),
             driver_info: wgpu_info.driver_info.clone(),
         };
-        let pipeline = |label: &str, source: &str| {
-            let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) };
-            // SAFETY: the kernels index only what the host has bounded: every load and store
-            // is guarded by the matrix sizes, and `check_reach` has checked that every element
-            // of those sizes lies inside its buffer; workgroup arrays are indexed by
-            // constants' ranges. So the bounds clamps naga would add inside the loops are
-            // dead weight.
-            let module = unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) };
+        // SAFETY: the kernels index only what the host has bounded: every load and store is
+        // guarded by the matrix sizes, and `check_reach` has checked that every element of
+        // those sizes lies inside its buffer; workgroup arrays are indexed by constants'
+        // ranges. So the bounds clamps naga would add inside the loops are dead weight.
+        let module = |label: &str, source: &str| unsafe {
+            device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
+        let pipeline = |label: &str, module: &wgpu::ShaderModule, layout: &wgpu::BindGroupLayout, constants: &[(&str, f64)]| {
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            });
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(label),
-                layout: None,
-                module: &module,
+                layout: Some(&layout),
+                module,
                 entry_point: Some("main"),
-                // Every workgroup element is written before it is read (the staging loop fills
+                // Every workgroup element is written before it is read (the staging fills
                 // whole tiles, zeros included), so zero-filling it first is wasted work.
-                compilation_options: wgpu::PipelineCompilationOptions { zero_initialize_workgroup_memory: false, ..Default::default() },
+                compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
                 cache: None,
             })
         };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let gemm = pipeline("matgrad gemm", GEMM_WGSL);
-        let column_sums = pipeline("matgrad column_sums", COLUMN_SUMS_WGSL);
+        // Binding 0: the parameters, at a dynamic offset into the ring; then the arrays, the
+        // output the only one written. gemm binds A and B twice (as f32s and as vec4s).
+        let gemm_layout = bind_group_layout(&device, "matgrad gemm", &[true, true, false, true, true, true]);
+        let column_sums_layout = bind_group_layout(&device, "matgrad column_sums", &[true, false]);
+        let gemm_module = module("matgrad gemm", GEMM_WGSL);
+        let gemm = [(false, false), (true, false), (false, true), (true, true)].map(|(vec_a, vec_b)| {
+            let constants = [("VEC_A", f64::from(u8::from(vec_a))), ("VEC_B", f64::from(u8::from(vec_b)))];
+            pipeline("matgrad gemm", &gemm_module, &gemm_layout, &constants)
+        });
+        let column_sums = pipeline("matgrad column_sums", &module("matgrad column_sums", COLUMN_SUMS_WGSL), &column_sums_layout, &[]);
         if let Some(e) = scope.pop().await {
             return Err(GpuError::Unavailable(format!("the kernels did not compile on {:?}: {e}", info.name)));
         }
         Ok(Context {
             max_binding_bytes: limits.max_buffer_size.min(limits.max_storage_buffer_binding_size as u64),
             max_workgroups: limits.max_compute_workgroups_per_dimension,
+            param_stride: u64::from(limits.min_uniform_buffer_offset_alignment).max(std::mem::size_of::<GemmParams>() as u64),
             device,
             queue,
             info,
             gemm,
+            gemm_layout,
             column_sums,
+            column_sums_layout,
+            submit: Mutex::new(Submit::new()),
+            pool: Mutex::new(Pool::new()),
+            staging: Mutex::new(None),
         })
     }
 
@@ -245,34 +298,50 @@ impl Context {
         if len > u32::MAX as usize {
             return Err(GpuError::Invalid(format!("{len} elements exceed the kernels' u32 indexing")));
         }
-        // Bindings may not be empty: an empty array still gets one element.
-        Ok(bytes.max(4))
+        // Bindings may not be empty, and a vec4 binding needs whole vec4s: 16-byte multiples.
+        Ok(bytes.max(16).next_multiple_of(16))
     }
 
     const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
-    /// A buffer holding a copy of `data`.
-    pub fn upload(&self, data: &[f32]) -> Result<Buffer, GpuError> {
-        self.check_len(data.len())?;
-        let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
-        let raw = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("matgrad array"),
-            contents,
-            usage: Self::USAGE,
-        });
-        Ok(Buffer { raw, len: data.len() })
-    }
-
-    /// A buffer of `len` zeros (wgpu zero-initialises new buffers).
-    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
-        let size = self.check_len(len)?;
+    /// A buffer of `size` bytes, a freed one of that size when there is one (its contents
+    /// stale: the caller writes or clears it).
+    fn buffer(&self, size: u64, len: usize) -> (Buffer, bool) {
+        let id = NEXT_BUFFER_ID.fetch_add(1, Ordering::Relaxed);
+        if let Some(raw) = lock(&self.pool).take(size) {
+            return (Buffer { raw, len, id }, true);
+        }
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("matgrad array"),
             size,
             usage: Self::USAGE,
             mapped_at_creation: false,
         });
-        Ok(Buffer { raw, len })
+        (Buffer { raw, len, id }, false)
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn upload(&self, data: &[f32]) -> Result<Buffer, GpuError> {
+        let size = self.check_len(data.len())?;
+        let (buf, _) = self.buffer(size, data.len());
+        if !data.is_empty() {
+            // Staged now, copied on the queue before the next submission's work.
+            self.queue.write_buffer(&buf.raw, 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// A buffer of `len` zeros (wgpu zero-fills new buffers; a reused one is cleared on the
+    /// queue).
+    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
+        let size = self.check_len(len)?;
+        let (buf, reused) = self.buffer(size, len);
+        if reused {
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.clear_buffer(&buf.raw, 0, None);
+            self.queue.submit([encoder.finish()]);
+        }
+        Ok(buf)
     }
 
     /// Copies `buf` into `out` (same length), waiting for the work queued before.
@@ -284,16 +353,22 @@ impl Context {
             return Ok(());
         }
         let bytes = buf.len as u64 * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("matgrad readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        // One staging buffer, grown to the largest read-back so far (held for the whole
+        // read-back: it is mapped until the copy out is done).
+        let mut staging = lock(&self.staging);
+        if staging.as_ref().is_none_or(|s| s.size() < bytes) {
+            *staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("matgrad readback"),
+                size: bytes.next_power_of_two().max(1 << 16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = staging.as_ref().expect("set above");
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&buf.raw, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(&buf.raw, 0, staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
-        let slice = staging.slice(..);
+        let slice = staging.slice(..bytes);
         let (sender, receiver) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {
             let _ = sender.send(result);
@@ -313,7 +388,10 @@ impl Context {
 
     /// Waits until the work queued so far has run (for timing device-resident work).
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Device(format!("waiting for the device: {e}")))
     }
 
     /// Queues `op` (returns once it is submitted; [`Context::download`] waits for it).
@@ -334,64 +412,43 @@ impl Context {
             return Ok(());
         }
         let flags = if bias.is_some() { FLAG_BIAS } else { 0 } | if accumulate { FLAG_ACCUMULATE } else { 0 };
-        let bias_buf = bias.map_or(&c.buf.raw, |(bb, _)| &bb.raw);
-        // A dummy read of C's own buffer would alias the read_write binding: bind A instead.
-        let bias_buf = if bias.is_some() { bias_buf } else { &a.buf.raw };
-        let layout = self.gemm.get_bind_group_layout(0);
+        // Without a bias, binding 4 gets A (a dummy read of C would alias its read_write binding).
+        let bias_buf = bias.map_or(a.buf, |(bb, _)| bb);
+        // vec4 fetches where the operand's contiguous rows start on 16-byte boundaries and
+        // end on them too (then a vec4 lies wholly inside or wholly outside the matrix).
+        let vec_a = a.cs == 1 && k % 4 == 0 && [a.offset, a.rs, a.batch_stride].iter().all(|x| x % 4 == 0);
+        let vec_b = b.cs == 1 && n % 4 == 0 && [b.offset, b.rs, b.batch_stride].iter().all(|x| x % 4 == 0);
+        let pipeline = &self.gemm[usize::from(vec_a) + 2 * usize::from(vec_b)];
 
         // Dispatches are limited per dimension: big problems go in chunks of rows, columns
-        // and batches, each with its own offsets.
+        // and batches, each with its own offsets (multiples of the tile, so vec4 alignment holds).
         let max = self.max_workgroups as usize;
         let rows_per = max * GEMM_TILE as usize;
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.gemm);
-            for z0 in (0..batch).step_by(max) {
-                for i0 in (0..m).step_by(rows_per) {
-                    for j0 in (0..n).step_by(rows_per) {
-                        let (zc, ic, jc) = ((batch - z0).min(max), (m - i0).min(rows_per), (n - j0).min(rows_per));
-                        let at = |o: Operand<'_>, r: usize, col: usize| {
-                            [
-                                (o.offset + z0 * o.batch_stride + r * o.rs + col * o.cs) as u32,
-                                o.rs as u32,
-                                o.cs as u32,
-                                o.batch_stride as u32,
-                            ]
-                        };
-                        let params = GemmParams {
-                            m: ic as u32,
-                            n: jc as u32,
-                            k: k as u32,
-                            flags,
-                            a: at(a, i0, 0),
-                            b: at(b, 0, j0),
-                            c: at(c, i0, j0),
-                            bias_off: bias.map_or(0, |(_, off)| (off + j0) as u32),
-                            _pad: [0; 3],
-                        };
-                        let uniform = self.uniform(bytemuck::bytes_of(&params));
-                        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &layout,
-                            entries: &[
-                                entry(0, &uniform),
-                                entry(1, &a.buf.raw),
-                                entry(2, &b.buf.raw),
-                                entry(3, &c.buf.raw),
-                                entry(4, bias_buf),
-                            ],
-                        });
-                        pass.set_bind_group(0, &group, &[]);
-                        pass.dispatch_workgroups((jc as u32).div_ceil(GEMM_TILE), (ic as u32).div_ceil(GEMM_TILE), zc as u32);
-                    }
+        let mut chunks = Vec::new();
+        for z0 in (0..batch).step_by(max) {
+            for i0 in (0..m).step_by(rows_per) {
+                for j0 in (0..n).step_by(rows_per) {
+                    let (zc, ic, jc) = ((batch - z0).min(max), (m - i0).min(rows_per), (n - j0).min(rows_per));
+                    let at = |o: Operand<'_>, r: usize, col: usize| {
+                        [(o.offset + z0 * o.batch_stride + r * o.rs + col * o.cs) as u32, o.rs as u32, o.cs as u32, o.batch_stride as u32]
+                    };
+                    let params = GemmParams {
+                        m: ic as u32,
+                        n: jc as u32,
+                        k: k as u32,
+                        flags,
+                        a: at(a, i0, 0),
+                        b: at(b, 0, j0),
+                        c: at(c, i0, j0),
+                        bias_off: bias.map_or(0, |(_, off)| (off + j0) as u32),
+                        _pad: [0; 3],
+                    };
+                    chunks.push((params, [(jc as u32).div_ceil(GEMM_TILE), (ic as u32).div_ceil(GEMM_TILE), zc as u32]));
                 }
             }
         }
-        self.queue.submit([encoder.finish()]);
-        self.pop_scopes(oom, scope)
+        let entries = [a.buf, b.buf, c.buf, bias_buf, a.buf, b.buf];
+        self.dispatch(Kernel::Gemm, pipeline, &entries, std::mem::size_of::<GemmParams>() as u64, &chunks)
     }
 
     /// Queues `sums[out_off + j] = Σ_i g[i, j]` for the (rows × cols) operand `g`.
@@ -406,15 +463,10 @@ impl Context {
         if cols == 0 {
             return Ok(());
         }
-        let layout = self.column_sums.get_bind_group_layout(0);
         let cols_per = self.max_workgroups as usize * COLUMN_SUMS_GROUP as usize;
-        let mut encoder = self.device.create_command_encoder(&Default::default());
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.column_sums);
-            for j0 in (0..cols).step_by(cols_per) {
+        let chunks: Vec<_> = (0..cols)
+            .step_by(cols_per)
+            .map(|j0| {
                 let jc = (cols - j0).min(cols_per);
                 let params = ColumnSumsParams {
                     rows: rows as u32,
@@ -425,26 +477,72 @@ impl Context {
                     out_off: (out_off + j0) as u32,
                     _pad: [0; 2],
                 };
-                let uniform = self.uniform(bytemuck::bytes_of(&params));
-                let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &layout,
-                    entries: &[entry(0, &uniform), entry(1, &g.buf.raw), entry(2, &sums.raw)],
-                });
-                pass.set_bind_group(0, &group, &[]);
-                pass.dispatch_workgroups((jc as u32).div_ceil(COLUMN_SUMS_GROUP), 1, 1);
+                (params, [(jc as u32).div_ceil(COLUMN_SUMS_GROUP), 1, 1])
+            })
+            .collect();
+        let size = std::mem::size_of::<ColumnSumsParams>() as u64;
+        self.dispatch(Kernel::ColumnSums, &self.column_sums, &[g.buf, sums], size, &chunks)
+    }
+
+    /// Writes each chunk's parameters into a slot of the ring and queues its dispatch with
+    /// the (cached) bind group over `entries` (bindings 1…, after the parameters; the first
+    /// four identify it).
+    fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        entries: &[&Buffer],
+        params_size: u64,
+        chunks: &[(P, [u32; 3])],
+    ) -> Result<(), GpuError> {
+        let mut key = [0u64; 4];
+        for (slot, b) in key.iter_mut().zip(entries.iter().take(4)) {
+            *slot = b.id;
+        }
+        let layout = match kernel {
+            Kernel::Gemm => &self.gemm_layout,
+            Kernel::ColumnSums => &self.column_sums_layout,
+        };
+        let mut submit = lock(&self.submit);
+        let ring = submit.ring(&self.device, chunks.len() as u64, self.param_stride);
+        let (ring_buffer, stride) = (ring.buffer.clone(), ring.stride);
+        for (slot, (params, _)) in chunks.iter().enumerate() {
+            self.queue.write_buffer(&ring_buffer, slot as u64 * stride, bytemuck::bytes_of(params));
+        }
+        if submit.bind_groups.len() >= MAX_BIND_GROUPS {
+            submit.bind_groups.clear();
+        }
+        let group = submit.bind_groups.entry((kernel, key)).or_insert_with(|| {
+            let mut list = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &ring_buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(params_size),
+                }),
+            }];
+            list.extend(
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.raw.as_entire_binding() }),
+            );
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &list })
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            for (slot, (_, [x, y, z])) in chunks.iter().enumerate() {
+                pass.set_bind_group(0, &*group, &[(slot as u64 * stride) as u32]);
+                pass.dispatch_workgroups(*x, *y, *z);
             }
         }
         self.queue.submit([encoder.finish()]);
+        drop(submit);
         self.pop_scopes(oom, scope)
-    }
-
-    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("matgrad params"),
-            contents: bytes,
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
     }
 
     /// Turns errors the device caught during an operation into a `GpuError` (scopes are
@@ -460,8 +558,26 @@ impl Context {
     }
 }
 
-fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry { binding, resource: buffer.as_entire_binding() }
+/// A bind group layout: binding 0 the parameters (uniform, dynamic offset), then one storage
+/// buffer per entry of `read_only`.
+fn bind_group_layout(device: &wgpu::Device, label: &str, read_only: &[bool]) -> wgpu::BindGroupLayout {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: true, min_binding_size: None },
+        count: None,
+    }];
+    entries.extend(read_only.iter().enumerate().map(|(i, &read_only)| wgpu::BindGroupLayoutEntry {
+        binding: i as u32 + 1,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }));
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
 }
 
 /// Checks that every element of a (batch × rows × cols) operand lies inside its buffer, so
