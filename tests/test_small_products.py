@@ -109,6 +109,32 @@ def test_batches(kernel, dtype, rng):
         assert_within_bound(out, a, w)
 
 
+TINY = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_tiny_batches_on_every_layout(kernel, dtype, rng, restore_num_threads):
+    # Batches of products at most 16 in every dimension (gemm/tiny.rs): around the vector
+    # widths of every ISA, A in every layout, B and C rows contiguous or not (other paths),
+    # a strided batch, a broadcast B that is not stacked, C pre-filled with NaN; the bits
+    # equal each matrix's product on its own, on one thread or two.
+    for t, m in enumerate(TINY):
+        for s, n in enumerate(TINY[t % 2::2]):
+            k = TINY[(t + 3 * s) % len(TINY)]
+            la, lb = LAYOUTS[(t + s) % 4], LAYOUTS[(t + 2 * s + 1) % 4]
+            count = 9 + t
+            a = operand(rng, (2 * count, m, k), dtype, la)[::2]
+            b = operand(rng, (count, k, n), dtype, lb)
+            matgrad.set_num_threads(1 + (t + s) % 2)
+            out = np.full((count, m, n), np.nan, dtype)
+            assert matgrad.matmul(a, b, out=out) is out
+            assert_within_bound(out, a, b)
+            each = np.stack([matgrad.matmul(a[i], b[i]) for i in range(count)])
+            assert out.tobytes() == each.tobytes(), (m, n, k, la, lb)
+            shared = operand(rng, (k, n), dtype, lb)
+            assert_within_bound(matgrad.matmul(a, shared), a, shared)
+
+
 def _bits(x):
     return np.asarray(x).tobytes()
 

@@ -4,7 +4,7 @@
 use super::dispatch::HasKernels;
 use super::plan::{plan, Path, Plan};
 use super::view::{MatMut, MatRef};
-use super::{small, Gemm, Precision, ShapeError};
+use super::{small, tiny, Gemm, Precision, ShapeError};
 use crate::threads::{self, Team};
 
 /// The batch loop around [`Gemm`]: `C[idx] = A[idx] B[idx]` for every index of `shape`, each
@@ -25,6 +25,7 @@ impl Batch<'_> {
         self.len() == 0
     }
     /// Element offsets of the `flat`-th matrix of A, B and C (row-major order over `shape`).
+    #[inline(always)]
     fn offsets(&self, mut flat: usize) -> (isize, isize, isize) {
         if let ([_], [a], [b], [c]) = (self.shape, self.a_strides, self.b_strides, self.c_strides) {
             let t = flat as isize;
@@ -88,6 +89,12 @@ pub unsafe fn gemm_batched_beta<T: HasKernels>(
         let (a_all, c_all) =
             (MatRef::from_raw_parts(a.ptr, a_rows, a.cols, a.rs, a.cs), MatMut::from_raw_parts(c.ptr, c_rows, c.cols, c.rs, c.cs));
         Gemm::new(a_all, b, c_all)?.precision(precision).beta(beta).run();
+        return Ok(());
+    }
+    if count > 1 && tiny::fits(&problem) {
+        // Distinct batch indices write distinct matrices of C (the caller's promise).
+        let work_per_task = (16 * 16 * 16 / (problem.m * problem.n * problem.k)).max(1);
+        threads::team().run_ranges(count, work_per_task, |range| tiny::tiny_batch(&problem, isa, range, |t| batch.offsets(t)));
         return Ok(());
     }
     let each = |t: usize, plan: &Plan<T>, team: &Team| {

@@ -35,6 +35,7 @@ mod problem;
 mod small;
 mod sums;
 mod thin;
+mod tiny;
 mod vector;
 mod view;
 
