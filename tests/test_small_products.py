@@ -135,6 +135,26 @@ def test_tiny_batches_on_every_layout(kernel, dtype, rng, restore_num_threads):
             assert_within_bound(matgrad.matmul(a, shared), a, shared)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_tall_products_with_a_tiny_k(kernel, dtype, rng, restore_num_threads):
+    # C with short rows (n <= 32) and k <= 8, m beyond 32 (gemm/tiny.rs, Path::Tall): every A
+    # layout, B and C rows contiguous or not (other paths), C pre-filled with NaN; the same
+    # bits on one thread and on two.
+    shapes = [(33, 1, 2), (100, 8, 32), (1000, 3, 3), (257, 5, 17), (4099, 2, 16), (64, 7, 9), (40, 8, 33)]
+    for t, (m, k, n) in enumerate(shapes):
+        for la in LAYOUTS:
+            lb = "C" if la != "step" else LAYOUTS[t % 4]
+            a, b = operand(rng, (m, k), dtype, la), operand(rng, (k, n), dtype, lb)
+            got = []
+            for threads in (1, 2):
+                matgrad.set_num_threads(threads)
+                out = np.full((m, n), np.nan, dtype)
+                assert matgrad.matmul(a, b, out=out) is out
+                assert_within_bound(out, a, b)
+                got.append(out.tobytes())
+            assert got[0] == got[1], (m, k, n, la, lb)
+
+
 def _bits(x):
     return np.asarray(x).tobytes()
 

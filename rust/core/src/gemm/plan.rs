@@ -26,6 +26,7 @@ use super::outer::Outer;
 use super::precision::Precision;
 use super::problem::Problem;
 use super::thin::Thin;
+use super::tiny;
 
 /// Products up to this many multiply-adds run the plain loop, without the kernel's tiles.
 pub(super) const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
@@ -58,6 +59,8 @@ pub(super) enum Path<T> {
     Outer,
     /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, both operands contiguous along k (thin.rs).
     Thin,
+    /// Rows of C a few at a time for products with short rows and a short k (tiny.rs).
+    Tall,
     /// A plain loop over C, for tiny products whose B the kernels cannot read in place.
     Direct,
     /// The micro-kernel reading A and B where they lie.
@@ -98,6 +101,8 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::Outer
     } else if Thin::fits(p) {
         Path::Thin
+    } else if tiny::fits_tall(p) {
+        Path::Tall
     } else if in_place_pays(p, &kernel, blocking.kc) {
         Path::InPlace(kernel.run_in_place)
     } else if work <= DIRECT_MAX_WORK {

@@ -7,7 +7,7 @@ use super::kernel::TileStore;
 use super::pack::Block;
 use super::plan::{plan, Path, Plan};
 use super::precision::Precision;
-use super::{outer, small, sums, thin, vector, Gemm};
+use super::{outer, small, sums, thin, tiny, vector, Gemm};
 use crate::element::ElementKind;
 use crate::threads::{self, Team};
 
@@ -145,6 +145,7 @@ impl<T: HasKernels> Problem<T> {
             Path::Vector => vector::gemv(self, isa, team),
             Path::Outer => outer::outer(self, isa, team),
             Path::Thin => thin::thin(self, isa, team),
+            Path::Tall => tiny::tall(self, isa, team),
             Path::Direct => small::gemm_direct(self, isa),
             Path::InPlace(run) => small::gemm_in_place(self, &plan.kernel, run, plan.blocking.kc, team),
             Path::Packed => self.run_packed(&plan.kernel, plan.blocking, team),
