@@ -30,7 +30,8 @@ pub(super) const TALL_K_MAX: usize = 8;
 const TASK_ROWS: usize = 64;
 
 /// Whether every matrix of a batch of `p` can go this way: tiny, B's and C's rows contiguous,
-/// nothing but the store after the sums (`C = A B`).
+/// no epilogue but the store (`C = A B`: no bias, scaling, ReLU or mask) and no row or column
+/// sums asked for.
 pub(super) fn fits<T: HasKernels>(p: &Problem<T>) -> bool {
     p.m.max(p.n).max(p.k) <= TINY_MAX && plain_rows(p)
 }
@@ -41,6 +42,7 @@ pub(super) fn fits_tall<T: HasKernels>(p: &Problem<T>) -> bool {
     p.m > TALL_MAX && p.n <= TALL_MAX && p.k <= TALL_K_MAX && plain_rows(p)
 }
 
+/// Float32 at the highest precision (or float64), B's and C's rows contiguous, `C = A B`.
 fn plain_rows<T: HasKernels>(p: &Problem<T>) -> bool {
     let ep = &p.ep;
     let plain = ep.alpha == T::ONE && ep.beta == T::ZERO && !ep.bias.is_some() && !ep.relu && !ep.mask.is_some();
