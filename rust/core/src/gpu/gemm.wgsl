@@ -71,121 +71,87 @@ fn slot(buf: u32, kk: u32, idx: u32) -> u32 {
     return buf * SLICE_V + kk * ROW_V + ((idx / 4u) ^ kk);
 }
 
-// One slice's worth of an operand, fetched into registers: four scalars, or one vec4 in x.
-struct Fetch {
-    v: vec4<f32>,
+// Element s (0..4) of invocation tid's share of a slice of 8 × 128: (index along m or n, kk).
+// Neighbouring invocations take neighbouring addresses: along k when the operand's k is its
+// contiguous direction, across the 128 otherwise (TM = TN, so one rule serves A and B).
+fn share(tid: u32, s: u32, k_fastest: bool) -> vec2<u32> {
+    let idx = tid + s * THREADS;
+    if (k_fastest) {
+        return vec2<u32>(idx / BK, idx % BK);
+    }
+    return vec2<u32>(idx % TM, idx / TM);
 }
 
-fn fetch_a(k0: u32, row0: u32, base: u32, tid: u32) -> Fetch {
-    var f: Fetch;
+// A slice's worth of A for invocation tid, in registers: four scalars, or one vec4 (VEC_A).
+fn fetch_a(k0: u32, row0: u32, base: u32, tid: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
     if (VEC_A) {
         // 2 vec4s per row of the slice: invocation tid takes row tid / 2, k's quarter tid % 2.
         let i = row0 + tid / 2u;
         let ka = k0 + (tid % 2u) * 4u;
-        f.v = vec4<f32>(0.0);
         if (i < p.m && ka < p.k) {
-            f.v = a4[(base + i * p.a_rs + ka) / 4u];
+            v = a4[(base + i * p.a_rs + ka) / 4u];
         }
-        return f;
+        return v;
     }
     for (var s = 0u; s < 4u; s++) {
-        let idx = tid + s * THREADS;
-        var ii: u32;
-        var kk: u32;
-        if (p.a_cs == 1u) {
-            kk = idx % BK;
-            ii = idx / BK;
-        } else {
-            ii = idx % TM;
-            kk = idx / TM;
-        }
-        let i = row0 + ii;
-        let ka = k0 + kk;
-        var va = 0.0;
+        let e = share(tid, s, p.a_cs == 1u);
+        let i = row0 + e.x;
+        let ka = k0 + e.y;
         if (i < p.m && ka < p.k) {
-            va = a[base + i * p.a_rs + ka * p.a_cs];
+            v[s] = a[base + i * p.a_rs + ka * p.a_cs];
         }
-        f.v[s] = va;
     }
-    return f;
+    return v;
 }
 
-fn stage_a(f: Fetch, buf: u32, tid: u32) {
+fn stage_a(v: vec4<f32>, buf: u32, tid: u32) {
     if (VEC_A) {
         let ii = tid / 2u;
         let kq = (tid % 2u) * 4u;
         for (var q = 0u; q < 4u; q++) {
-            a_s[slot(buf, kq + q, ii)][ii % 4u] = f.v[q];
+            a_s[slot(buf, kq + q, ii)][ii % 4u] = v[q];
         }
         return;
     }
     for (var s = 0u; s < 4u; s++) {
-        let idx = tid + s * THREADS;
-        var ii: u32;
-        var kk: u32;
-        if (p.a_cs == 1u) {
-            kk = idx % BK;
-            ii = idx / BK;
-        } else {
-            ii = idx % TM;
-            kk = idx / TM;
-        }
-        a_s[slot(buf, kk, ii)][ii % 4u] = f.v[s];
+        let e = share(tid, s, p.a_cs == 1u);
+        a_s[slot(buf, e.y, e.x)][e.x % 4u] = v[s];
     }
 }
 
-fn fetch_b(k0: u32, col0: u32, base: u32, tid: u32) -> Fetch {
-    var f: Fetch;
+// Likewise for B: four scalars, or one vec4 (VEC_B).
+fn fetch_b(k0: u32, col0: u32, base: u32, tid: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
     if (VEC_B) {
         // 32 vec4s per row of the slice: invocation tid takes row tid / 32, vec4 tid % 32.
         let j = col0 + (tid % ROW_V) * 4u;
         let kb = k0 + tid / ROW_V;
-        f.v = vec4<f32>(0.0);
         if (j < p.n && kb < p.k) {
-            f.v = b4[(base + kb * p.b_rs + j) / 4u];
+            v = b4[(base + kb * p.b_rs + j) / 4u];
         }
-        return f;
+        return v;
     }
     for (var s = 0u; s < 4u; s++) {
-        let idx = tid + s * THREADS;
-        var jj: u32;
-        var kk: u32;
-        if (p.b_cs == 1u) {
-            jj = idx % TN;
-            kk = idx / TN;
-        } else {
-            kk = idx % BK;
-            jj = idx / BK;
-        }
-        let j = col0 + jj;
-        let kb = k0 + kk;
-        var vb = 0.0;
+        let e = share(tid, s, p.b_cs != 1u);
+        let j = col0 + e.x;
+        let kb = k0 + e.y;
         if (j < p.n && kb < p.k) {
-            vb = b[base + kb * p.b_rs + j * p.b_cs];
+            v[s] = b[base + kb * p.b_rs + j * p.b_cs];
         }
-        f.v[s] = vb;
     }
-    return f;
+    return v;
 }
 
-fn stage_b(f: Fetch, buf: u32, tid: u32) {
+fn stage_b(v: vec4<f32>, buf: u32, tid: u32) {
     if (VEC_B) {
         let jj = (tid % ROW_V) * 4u;
-        b_s[slot(buf, tid / ROW_V, jj)] = f.v;
+        b_s[slot(buf, tid / ROW_V, jj)] = v;
         return;
     }
     for (var s = 0u; s < 4u; s++) {
-        let idx = tid + s * THREADS;
-        var jj: u32;
-        var kk: u32;
-        if (p.b_cs == 1u) {
-            jj = idx % TN;
-            kk = idx / TN;
-        } else {
-            kk = idx % BK;
-            jj = idx / BK;
-        }
-        b_s[slot(buf, kk, jj)][jj % 4u] = f.v[s];
+        let e = share(tid, s, p.b_cs != 1u);
+        b_s[slot(buf, e.y, e.x)][e.x % 4u] = v[s];
     }
 }
 
@@ -214,8 +180,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     for (var t = 0u; t < slices; t++) {
         let cur = t % 2u;
         let more = t + 1u < slices;
-        var fa: Fetch;
-        var fb: Fetch;
+        var fa: vec4<f32>;
+        var fb: vec4<f32>;
         if (more) {
             fa = fetch_a((t + 1u) * BK, row0, a_base, tid);
             fb = fetch_b((t + 1u) * BK, col0, b_base, tid);
