@@ -11,7 +11,7 @@
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), A's rows and B's columns along k       | dot products         |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
-//! |           | small (≤ [`IN_PLACE_MAX_WORK`], k in one KC block) or skinny | A and B where they   |
+//! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block) or skinny | A and B where they   |
 //! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie, masked edges    |
 //! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`] (B's rows not contiguous)        | a plain loop         |
 //! | packed    | everything else                                              | the five loops       |
@@ -33,6 +33,9 @@ pub(super) const DIRECT_MAX_WORK: usize = 8 * 8 * 8;
 /// Products up to this many multiply-adds (and k within one KC block, B's rows contiguous)
 /// run the kernel on the operands in place.
 pub(super) const IN_PLACE_MAX_WORK: usize = 96 * 96 * 96;
+/// The same on AVX-512, whose wider cache (48 KiB L1d, 2 MiB L2) holds a bigger B: packing
+/// and the packed path's fork-joins per block cost more than the in-place reads up to ~160³.
+pub(super) const IN_PLACE_MAX_WORK_AVX512: usize = 160 * 160 * 160;
 /// C at most this many kernel tiles wide or tall is skinny: packing its big operand would
 /// serve that many tiles only.
 pub(super) const SKINNY_TILES: usize = 2;
@@ -139,7 +142,8 @@ fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize
     if p.b.cs != 1 {
         return false;
     }
-    if m * n * k <= IN_PLACE_MAX_WORK && k <= kc {
+    let small_max = if kern.isa == Isa::Avx512 { IN_PLACE_MAX_WORK_AVX512 } else { IN_PLACE_MAX_WORK };
+    if m * n * k <= small_max && k <= kc {
         return true;
     }
     let skinny = n.div_ceil(kern.nr) <= SKINNY_TILES || m.div_ceil(kern.mr) <= SKINNY_TILES;
