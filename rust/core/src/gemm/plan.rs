@@ -43,9 +43,9 @@ pub(super) const SKINNY_TILES: usize = 2;
 /// apart (A with rows along memory's columns, B with long rows): every step then touches
 /// another page, which the hardware prefetchers do not cross.
 pub(super) const FAR_ROWS_MAX_BYTES: usize = 4 << 20;
-/// Products below this many multiply-adds stay on one thread (waking and joining threads
-/// costs tens of microseconds).
-pub(super) const PARALLEL_MIN_WORK: usize = 96 * 96 * 96;
+/// Products below this many multiply-adds stay on one thread: they take a few microseconds,
+/// about what handing half the tiles to a worker and joining it costs.
+pub(super) const PARALLEL_MIN_WORK: usize = 48 * 48 * 48;
 /// Products writing at least this many elements of C use the threads whatever their work (an
 /// outer product, k = 1, is as fast as memory takes its stores).
 pub(super) const PARALLEL_MIN_OUTPUTS: usize = 1 << 17;
