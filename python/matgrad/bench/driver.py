@@ -138,7 +138,8 @@ def run_bench(*, quick: bool = False, json_path: str | None = None,
             bar.close()
         # Measured again at the end, the higher of the two kept: the peak is a ceiling, and
         # a moment of the host's noise at the start had put cases at 129 % of it.
-        peak = {dt: max(rate, _fma_peak(mg, n_threads)[dt]) for dt, rate in peak.items()}
+        end = _fma_peak(mg, n_threads)
+        peak = {dt: max(rate, end[dt]) for dt, rate in peak.items()}
         meta = metadata(mg, torch, n_threads, device=device, quick=quick, repeats=reps,
                         min_sample_s=min_sample, fma_peak_gflops=peak,
                         gpu_adapter=ns.adapter_info() if device == "gpu" else None)
