@@ -514,6 +514,59 @@ def test_linear_module_falls_back_for_other_dtypes():
 
 
 # --------------------------------------------------------------------------
+# which form a call takes: none (inference), the classic Function, the torch.func one
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_inference_skips_autograd_same_bits(mode, gen, monkeypatch):
+    x, w, b = randn(gen, 5, 7), leaf(randn(gen, 3, 7)), leaf(randn(gen, 3))
+    a, m = randn(gen, 2, 5, 7), leaf(randn(gen, 7, 4))
+    ref_y = mt._LinearFunction.apply(x, w, b, None)
+    ref_c = mt._MatmulFunction.apply(a, m, None)
+
+    def no_function(*args):
+        raise AssertionError("an autograd.Function was applied in inference")
+
+    for f in (mt._LinearFunction, mt._LinearFunctionEager, mt._MatmulFunction, mt._MatmulFunctionEager):
+        monkeypatch.setattr(f, "apply", no_function)
+    with getattr(torch, mode)():
+        y, c = mt.linear(x, w, b), mt.matmul(a, m)
+    assert not y.requires_grad and y.grad_fn is None and torch.equal(y, ref_y)
+    assert not c.requires_grad and c.grad_fn is None and torch.equal(c, ref_c)
+
+
+def test_forward_ad_under_no_grad_keeps_its_tangent(gen):
+    import torch.autograd.forward_ad as fwd
+    x, dx, w, b = randn(gen, 4, 6), randn(gen, 4, 6), randn(gen, 3, 6), randn(gen, 3)
+    with torch.no_grad(), fwd.dual_level():
+        y = mt.linear(fwd.make_dual(x, dx), w, b)
+        tangent = fwd.unpack_dual(y).tangent
+    assert tangent is not None
+    assert_within(tangent, dx @ w.T, dx.abs() @ w.abs().T, 6, "tangent")
+
+
+def test_eager_calls_take_the_classic_function_with_the_same_bits(gen):
+    x0, w0, b0, g = randn(gen, 5, 7), randn(gen, 3, 7), randn(gen, 3), randn(gen, 5, 3)
+    grads = {}
+    for name, apply in [("eager", lambda x, w, b: mt.linear(x, w, b)),
+                        ("setup_context", lambda x, w, b: mt._LinearFunction.apply(x, w, b, None))]:
+        x, w, b = leaf(x0), leaf(w0), leaf(b0)
+        y = apply(x, w, b)
+        grads[name] = (type(y.grad_fn).__name__, y, *torch.autograd.grad(y, (x, w, b), g))
+    assert grads["eager"][0] == "_LinearFunctionEagerBackward"
+    assert grads["setup_context"][0] == "_LinearFunctionBackward"
+    for got, ref in zip(grads["eager"][1:], grads["setup_context"][1:]):
+        assert torch.equal(got, ref)
+    a, m = leaf(randn(gen, 2, 5, 7)), leaf(randn(gen, 7, 4))
+    assert type(mt.matmul(a, m).grad_fn).__name__ == "_MatmulFunctionEagerBackward"
+    # Under a transform, the form torch.func needs.
+    seen = []
+    torch.func.grad(lambda w: (seen.append(torch._C._are_functorch_transforms_active()),
+                               mt.linear(x0, w, b0).sum())[1])(w0)
+    assert seen == [True]
+
+
+# --------------------------------------------------------------------------
 # import matgrad without torch
 # --------------------------------------------------------------------------
 
