@@ -47,6 +47,15 @@ mod sync {
         loom::thread::yield_now();
     }
 
+    /// One turn of a spin-wait that gives the CPU to any other thread that wants it.
+    #[inline(always)]
+    pub(super) fn yield_now() {
+        #[cfg(not(loom))]
+        std::thread::yield_now();
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+
     /// Whether a worker that has watched for `spins` turns since `since` has lingered long
     /// enough (under loom: a few turns, so that every model ends).
     #[inline(always)]
@@ -63,6 +72,12 @@ mod sync {
 
 /// How long a worker keeps watching for new tasks after its last ones.
 pub const LINGER: Duration = Duration::from_micros(100);
+
+/// Turns a lingering worker spins on the CPU (~10 µs: the fork-joins of one GEMM follow one
+/// another closer than that) before it yields at each turn: a thread of another pool (torch's
+/// OpenMP workers) that wants this CPU then gets it, instead of the two taking turns by the
+/// scheduler's slices (docs/measurements.md, "Threads").
+const SPIN_TURNS: u32 = 256;
 
 /// The threads a GEMM may use: the caller and `threads - 1` pool workers.
 pub struct Team {
@@ -126,7 +141,11 @@ impl Board {
                     seen = posted;
                     break;
                 }
-                spin();
+                if spins < SPIN_TURNS {
+                    spin();
+                } else {
+                    sync::yield_now();
+                }
             }
         }
     }
