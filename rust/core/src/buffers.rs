@@ -43,10 +43,10 @@ fn out_of_memory(bytes: usize) -> ! {
 }
 
 /// A transparent huge page on x86-64 and most aarch64 kernels.
-pub(crate) const HUGE_PAGE: usize = 2 << 20;
+const HUGE_PAGE: usize = 2 << 20;
 /// Buffers from this size up take whole huge pages (rounded up, so at most half of one is
 /// spare); smaller ones would waste most of theirs.
-pub(crate) const HUGE_MIN_BYTES: usize = 1 << 20;
+const HUGE_MIN_BYTES: usize = 1 << 20;
 /// Every buffer's alignment below that: a cache line.
 const LINE: usize = 64;
 
@@ -88,18 +88,15 @@ impl Drop for Buffer {
 
 /// Asks Linux to back `len` bytes at `ptr` (whole 2 MiB extents) with transparent huge pages;
 /// a refusal (THP off, or another OS) leaves them as they are.
-fn advise_huge_pages(ptr: *mut u8, len: usize) -> bool {
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    // SAFETY: the range is memory this process owns; the advice changes how it is paged,
+    // never its contents (and a refusal is harmless, so its result is not looked at).
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: the range is memory this process owns; the advice changes how it is paged,
-        // never its contents.
-        unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) == 0 }
+    unsafe {
+        libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE);
     }
     #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (ptr, len);
-        false
-    }
+    let _ = (ptr, len);
 }
 
 /// Buffers kept per thread.
@@ -112,7 +109,7 @@ thread_local! {
 /// Runs `f` with a scratch slice of at least `len` elements of `T` (contents unspecified:
 /// zeroed or left over from an earlier use, never uninitialized).
 pub(crate) fn with_scratch<T: crate::Element, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
-    assert!(core::mem::align_of::<T>() <= 64);
+    assert!(core::mem::align_of::<T>() <= LINE);
     let bytes = len.saturating_mul(core::mem::size_of::<T>());
     // (Checked before the pool is looked at, so that an injected failure does not depend on
     // what earlier calls left there.)

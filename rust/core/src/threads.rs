@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 #[cfg(not(loom))]
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
-use sync::{spin, AtomicUsize, Arc, Mutex, Ordering};
+use sync::{spin, Arc, AtomicUsize, Mutex, Ordering};
 
 /// What the team's hand-off is built of: std's atomics and rayon's threads, or loom's when the
 /// protocol is model-checked (`RUSTFLAGS="--cfg loom"`: the tests in `loom_model` below, which
@@ -38,22 +38,21 @@ mod sync {
     };
     use std::time::Instant;
 
-    /// One turn of a spin-wait (under loom, a yield that lets the other threads move).
+    /// One turn of a spin-wait: a pause on the CPU, or with `give_way` a yield of it to any
+    /// other thread that wants it (under loom, a yield that lets the other threads move).
     #[inline(always)]
-    pub(super) fn spin() {
+    pub(super) fn spin(give_way: bool) {
         #[cfg(not(loom))]
-        core::hint::spin_loop();
+        if give_way {
+            std::thread::yield_now();
+        } else {
+            core::hint::spin_loop();
+        }
         #[cfg(loom)]
-        loom::thread::yield_now();
-    }
-
-    /// One turn of a spin-wait that gives the CPU to any other thread that wants it.
-    #[inline(always)]
-    pub(super) fn yield_now() {
-        #[cfg(not(loom))]
-        std::thread::yield_now();
-        #[cfg(loom)]
-        loom::thread::yield_now();
+        {
+            let _ = give_way;
+            loom::thread::yield_now();
+        }
     }
 
     /// Whether a worker that has watched for `spins` turns since `since` has lingered long
@@ -141,11 +140,7 @@ impl Board {
                     seen = posted;
                     break;
                 }
-                if spins < SPIN_TURNS {
-                    spin();
-                } else {
-                    sync::yield_now();
-                }
+                spin(spins >= SPIN_TURNS);
             }
         }
     }
@@ -209,12 +204,8 @@ impl Team {
         let mut spins = 0u32;
         while set.done.load(Ordering::Acquire) < count {
             // The last tasks are running on the workers: wait briefly, then let others run.
-            if spins < 1 << 14 {
-                spins += 1;
-                spin();
-            } else {
-                std::thread::yield_now();
-            }
+            spins = spins.saturating_add(1);
+            spin(spins > 1 << 14);
         }
         let panicked = set.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(payload) = panicked {
