@@ -41,3 +41,21 @@ def pytest_configure(config):
         ("valgrind_error", "Tests that are known to error under valgrind."),
     ):
         config.addinivalue_line("markers", f"{marker}: {doc}")
+
+
+@pytest.fixture(autouse=True)
+def thread_pool(request):
+    """The tests of matgrad.torch run on torch's OpenMP team, as importing matgrad.torch sets
+    it up; every other test on matgrad's own threads, as ``import matgrad`` leaves them
+    (collecting the torch tests imports matgrad.torch, which moves the whole process)."""
+    import sys
+
+    import matgrad
+
+    torch_module = sys.modules.get("matgrad.torch")
+    if request.module.__name__.startswith("test_torch") and torch_module is not None:
+        if matgrad.get_thread_pool() == "matgrad":
+            torch_module._share_torch_threads()
+    elif matgrad.get_thread_pool() != "matgrad":
+        matgrad.set_thread_pool("matgrad")
+    yield

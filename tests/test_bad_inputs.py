@@ -34,11 +34,13 @@ def _mlp(**change):
     return lambda: nn.mlp2_loss_and_grads(params, change.get("X", X), change.get("y", y), change.get("reg", reg))
 
 
-def _environment(name, value):
-    """Importing matgrad with an environment variable set: the error the import raises."""
+def _environment(name, value, module="matgrad"):
+    """Importing ``module`` with an environment variable set: the error the import raises."""
     def run():
+        if module == "matgrad.torch":
+            pytest.importorskip("torch")
         env = {**os.environ, name: value}
-        r = subprocess.run([sys.executable, "-c", "import matgrad"], env=env, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True)
         last = r.stderr.strip().splitlines()[-1] if r.returncode else ""
         kind, _, message = last.partition(": ")
         raise {"ValueError": ValueError, "TypeError": TypeError}.get(kind, RuntimeError)(message or "imported")
@@ -95,10 +97,16 @@ CASES = {
     "threads-type": (lambda: matgrad.set_num_threads(2.0), TypeError, r"expected an int, got float"),
     "kernel-name": (lambda: matgrad._matgrad.force_kernel("sse9"), ValueError, r"unknown kernel \"sse9\"; known kernels"),
     "fma-peak-dtype": (lambda: matgrad.fma_peak("int8"), TypeError, r"float32 or float64"),
+    "thread-pool-name": (lambda: matgrad.set_thread_pool("tbb"), ValueError, r"pool must be 'matgrad' or 'openmp', got 'tbb'"),
+    "thread-pool-type": (lambda: matgrad.set_thread_pool(None), TypeError, r"pool must be a str, got NoneType"),
+    "thread-pool-missing": (lambda: matgrad.set_thread_pool("openmp", library="/no/such/dir/"), RuntimeError,
+                            r"no GNU OpenMP runtime \(libgomp\) from a path containing '/no/such/dir/'"),
     # environment variables
     "env-threads": (_environment("MATGRAD_NUM_THREADS", "many"), ValueError, r"MATGRAD_NUM_THREADS must be an integer, got 'many'"),
     "env-threads-zero": (_environment("MATGRAD_NUM_THREADS", "0"), ValueError, r"at least 1 thread"),
     "env-kernel": (_environment("MATGRAD_KERNEL", "sse9"), ValueError, r"unknown kernel"),
+    "env-thread-pool": (_environment("MATGRAD_THREAD_POOL", "tbb", "matgrad.torch"), ValueError,
+                        r"MATGRAD_THREAD_POOL must be 'matgrad' or 'openmp', got 'tbb'"),
     # the MLP step
     "mlp-keys": (lambda: nn.mlp2_loss_and_grads({"W1": f64}, f64, np.zeros(3, int)), ValueError, r"params is missing"),
     "mlp-labels-range": (_mlp(y=np.array([0, 3])), ValueError, r"labels y must be < C=3"),

@@ -29,6 +29,8 @@ __all__ = [
     "linear_backward",
     "set_num_threads",
     "get_num_threads",
+    "set_thread_pool",
+    "get_thread_pool",
     "simd_kernel",
     "available_kernels",
     "fma_peak",
@@ -59,6 +61,30 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
     _matgrad.set_num_threads(int(n))
+
+
+def set_thread_pool(pool: str, library: str | None = None) -> None:
+    """Where matgrad's threads come from: ``"matgrad"``, its own (the default), or
+    ``"openmp"``, the team of the GNU OpenMP runtime (libgomp) already loaded in this process,
+    which is torch's: torch's threads spin for milliseconds after each operator, and a GEMM of
+    matgrad's between two of them on its own threads would share a core with that spin.
+    ``import matgrad.torch`` selects ``"openmp"`` where torch computes on OpenMP (unless
+    ``MATGRAD_THREAD_POOL=matgrad``). ``library``: part of the libgomp's path, to pick one
+    where several are loaded. The thread count (:func:`set_num_threads`) stays; results are
+    the same bits on either pool. RuntimeError if no libgomp is loaded."""
+    if not isinstance(pool, str):
+        raise TypeError(f"set_thread_pool: pool must be a str, got {type(pool).__name__}")
+    if pool not in ("matgrad", "openmp"):
+        raise ValueError(f"set_thread_pool: pool must be 'matgrad' or 'openmp', got {pool!r}")
+    if library is not None and not isinstance(library, str):
+        raise TypeError(f"set_thread_pool: library must be a str or None, got {type(library).__name__}")
+    _matgrad.set_thread_pool(pool, library)
+
+
+def get_thread_pool() -> str:
+    """``"matgrad"`` or ``"openmp"``: where matgrad's threads come from (see
+    :func:`set_thread_pool`)."""
+    return _matgrad.get_thread_pool()[0]
 
 
 def _configure_from_environment() -> None:

@@ -87,6 +87,12 @@ def set_num_threads(n: int, /) -> None:
 def get_num_threads() -> int:
     """The size of matgrad's thread pool."""
 
+def set_thread_pool(pool: str, library: str | None = None) -> None:
+    """Computes on matgrad's own threads ("matgrad") or on the loaded libgomp's ("openmp")."""
+
+def get_thread_pool() -> tuple[str, str | None]:
+    """("matgrad", None) or ("openmp", the libgomp's path)."""
+
 def simd_kernel() -> str:
     """The SIMD kernel in use: "avx512", "avx2", "neon" or "generic"."""
 

@@ -15,13 +15,21 @@
   ``state_dict``, with matgrad's forward and backward.
 
 Tensors are shared with NumPy (``Tensor.numpy()`` / ``torch.from_numpy``), never copied.
-Importing this module needs torch; ``import matgrad`` does not.
+Importing this module needs torch; ``import matgrad`` does not. Where torch computes on OpenMP
+(its CPU wheels do), importing it moves matgrad's threads onto torch's OpenMP team
+(``matgrad.set_thread_pool("openmp")``): torch's threads spin for milliseconds after each of
+its operators, and matgrad's own would share the cores with them. ``MATGRAD_THREAD_POOL=matgrad``
+keeps matgrad's own threads.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.autograd.forward_ad as _forward_ad
+
+from . import set_thread_pool as _set_thread_pool
 
 from ._grad import linear as _np_linear
 from ._grad import linear_backward as _np_linear_backward
@@ -29,6 +37,30 @@ from ._grad import matmul_backward as _np_matmul_backward
 from ._matmul import matmul as _np_matmul
 
 __all__ = ["linear", "matmul", "Linear"]
+
+
+def _share_torch_threads() -> None:
+    """matgrad's threads on torch's OpenMP team, unless ``MATGRAD_THREAD_POOL`` says
+    otherwise (``matgrad``; ``openmp`` insists: an error if it cannot be had)."""
+    wanted = os.environ.get("MATGRAD_THREAD_POOL")
+    if wanted not in (None, "matgrad", "openmp"):
+        raise ValueError(f"MATGRAD_THREAD_POOL must be 'matgrad' or 'openmp', got {wanted!r}")
+    if wanted == "matgrad":
+        return _set_thread_pool("matgrad")
+    if wanted is None and "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    # torch's own copy (torch/lib on x86-64 wheels, torch.libs on others), else any.
+    here = os.path.dirname(torch.__file__)
+    for library in (here + os.sep, here + ".libs" + os.sep, None):
+        try:
+            return _set_thread_pool("openmp", library)
+        except RuntimeError:
+            if library is None and wanted == "openmp":
+                raise
+    return None
+
+
+_share_torch_threads()
 
 _DTYPES = (torch.float32, torch.float64)
 

@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod gpu;
 pub mod linear;
 pub mod mlp;
+mod openmp;
 pub mod peak;
 pub mod threads;
 

@@ -1,5 +1,6 @@
 //! The library's own threads: a rayon pool, so matgrad never competes for (or reconfigures)
-//! the global pool of the program that embeds it.
+//! the global pool of the program that embeds it; or, when asked ([`set_pool`]), the threads
+//! of the program's GNU OpenMP runtime (torch's: openmp.rs says why).
 //!
 //! A GEMM's parallel steps are fork-joins of a handful of equal tasks (one per thread). The
 //! calling thread takes part, so a team of `n` threads is the caller plus a rayon pool of
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use sync::{spin, Arc, AtomicUsize, Mutex, Ordering};
+
+pub use crate::openmp::OpenMp;
 
 /// What the team's hand-off is built of: std's atomics and rayon's threads, or loom's when the
 /// protocol is model-checked (`RUSTFLAGS="--cfg loom"`: the tests in `loom_model` below, which
@@ -81,7 +84,22 @@ const SPIN_TURNS: u32 = 256;
 /// The threads a GEMM may use: the caller and `threads - 1` pool workers.
 pub struct Team {
     threads: usize,
-    workers: Option<Workers>,
+    helpers: Option<Helpers>,
+}
+
+/// Who helps the caller: matgrad's own workers, or the OpenMP runtime's team.
+enum Helpers {
+    Own(Workers),
+    #[cfg_attr(loom, allow(dead_code))]
+    OpenMp(OpenMp),
+}
+
+/// The threads teams are made of: matgrad's own pool, or a loaded OpenMP runtime's.
+#[derive(Clone, Debug, Default)]
+pub enum Pool {
+    #[default]
+    Own,
+    OpenMp(OpenMp),
 }
 
 struct Workers {
@@ -148,17 +166,26 @@ impl Board {
 
 impl Team {
     /// One thread: every task runs on the caller.
-    pub const SERIAL: Team = Team { threads: 1, workers: None };
+    pub const SERIAL: Team = Team { threads: 1, helpers: None };
 
     /// A team of its own: the caller and `threads - 1` new workers.
     pub fn new(threads: usize) -> Result<Team, String> {
+        Team::on(threads, &Pool::Own)
+    }
+
+    /// A team of `threads` threads from `pool`: the caller and `threads - 1` new workers of
+    /// its own, or the caller's team of the OpenMP runtime.
+    pub fn on(threads: usize, pool: &Pool) -> Result<Team, String> {
         if threads == 0 {
             return Err("the number of threads must be at least 1".into());
         }
-        let workers = match threads {
+        if let (Pool::OpenMp(omp), 2..) = (pool, threads) {
+            return Ok(Team { threads, helpers: Some(Helpers::OpenMp(omp.clone())) });
+        }
+        let helpers = match threads {
             1 => None,
             #[allow(unused_variables)]
-            n => Some(Workers {
+            n => Some(Helpers::Own(Workers {
                 #[cfg(not(loom))]
                 pool: ThreadPoolBuilder::new()
                     .num_threads(n - 1)
@@ -166,9 +193,9 @@ impl Team {
                     .build()
                     .map_err(|e| format!("could not start {n} threads: {e}"))?,
                 board: Arc::new(Board { posted: AtomicUsize::new(0), latest: Mutex::new(None), lingering: AtomicUsize::new(0) }),
-            }),
+            })),
         };
-        Ok(Team { threads, workers })
+        Ok(Team { threads, helpers })
     }
 
     /// The number of threads, the caller included.
@@ -181,7 +208,7 @@ impl Team {
     /// all itself if the workers are slow to wake, instead of waiting for them. A panic in a
     /// task is re-raised on the caller once every claimed task has finished.
     pub fn run<F: Fn(usize) + Sync>(&self, count: usize, task: F) {
-        let Some(workers) = self.workers.as_ref().filter(|_| count > 1) else {
+        let Some(helpers) = self.helpers.as_ref().filter(|_| count > 1) else {
             return (0..count).for_each(task);
         };
         let task: *const (dyn Fn(usize) + Sync + '_) = &task;
@@ -190,6 +217,15 @@ impl Team {
         // closure lives) until every such task has finished; see TaskSet::work.
         let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { core::mem::transmute(task) };
         let set = Arc::new(TaskSet { next: AtomicUsize::new(0), done: AtomicUsize::new(0), count, task, panic: Mutex::new(None) });
+        let workers = match helpers {
+            Helpers::Own(workers) => workers,
+            Helpers::OpenMp(omp) => {
+                // Every thread of the region claims tasks; the region ends when all have
+                // returned, so every claimed task has finished.
+                omp.parallel(self.threads.min(count), &|| set.work());
+                return set.reraise();
+            }
+        };
         let board = &workers.board;
         *board.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(set.clone());
         let posted = board.posted.fetch_add(1, Ordering::SeqCst) + 1;
@@ -207,10 +243,7 @@ impl Team {
             spins = spins.saturating_add(1);
             spin(spins > 1 << 14);
         }
-        let panicked = set.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(payload) = panicked {
-            std::panic::resume_unwind(payload);
-        }
+        set.reraise()
     }
 
     /// Splits `0..len` into at most [`Team::threads`] contiguous ranges of at least `min_len`
@@ -235,6 +268,14 @@ unsafe impl Send for TaskSet {}
 unsafe impl Sync for TaskSet {}
 
 impl TaskSet {
+    /// Re-raises on the caller the panic of a task, if one panicked.
+    fn reraise(&self) {
+        let panicked = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
+    }
+
     /// Claims and runs tasks until none are left (a worker that starts late finds none).
     fn work(&self) {
         loop {
@@ -259,6 +300,12 @@ fn slot() -> &'static RwLock<Option<std::sync::Arc<Team>>> {
     TEAM.get_or_init(|| RwLock::new(None))
 }
 
+/// The pool teams are made of (set with the team, under the team's lock).
+fn pool_slot() -> &'static std::sync::Mutex<Pool> {
+    static POOL: OnceLock<std::sync::Mutex<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| std::sync::Mutex::new(Pool::Own))
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -272,11 +319,28 @@ pub fn team() -> std::sync::Arc<Team> {
     guard.get_or_insert_with(|| std::sync::Arc::new(Team::new(default_threads()).expect("starting the thread pool"))).clone()
 }
 
-/// Replaces the team with one of `n` threads. Calls already running finish on the old one.
+/// Replaces the team with one of `n` threads of the current pool. Calls already running
+/// finish on the old one.
 pub fn set_num_threads(n: usize) -> Result<(), String> {
-    let team = std::sync::Arc::new(Team::new(n)?);
-    *slot().write().unwrap_or_else(|e| e.into_inner()) = Some(team);
+    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
+    let team = std::sync::Arc::new(Team::on(n, &pool_slot().lock().unwrap_or_else(|e| e.into_inner()))?);
+    *guard = Some(team);
     Ok(())
+}
+
+/// Makes teams of `pool`'s threads from now on, keeping the number of threads.
+pub fn set_pool(pool: Pool) -> Result<(), String> {
+    let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
+    let threads = guard.as_ref().map_or_else(default_threads, |t| t.threads());
+    let team = std::sync::Arc::new(Team::on(threads, &pool)?);
+    *pool_slot().lock().unwrap_or_else(|e| e.into_inner()) = pool;
+    *guard = Some(team);
+    Ok(())
+}
+
+/// The pool teams are made of.
+pub fn pool() -> Pool {
+    pool_slot().lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 pub fn num_threads() -> usize {

@@ -10,7 +10,7 @@ use matgrad_core::linear::{self, LinearGrads, WeightLayout};
 use matgrad_core::mlp::{Mlp2, Mlp2Grads};
 use matgrad_core::threads;
 use numpy::{Element as NpElement, PyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -418,6 +418,30 @@ fn get_num_threads() -> usize {
     threads::num_threads()
 }
 
+/// Makes matgrad compute on its own threads (`"matgrad"`) or on those of the GNU OpenMP
+/// runtime loaded in this process (`"openmp"`; `library`: part of its path, to pick one).
+#[pyfunction]
+#[pyo3(signature = (pool, library=None))]
+fn set_thread_pool(pool: &str, library: Option<&str>) -> PyResult<()> {
+    let pool = match pool {
+        "matgrad" => threads::Pool::Own,
+        "openmp" => {
+            threads::Pool::OpenMp(threads::OpenMp::loaded(library).map_err(|e| PyRuntimeError::new_err(format!("set_thread_pool: {e}")))?)
+        }
+        other => return Err(PyValueError::new_err(format!("set_thread_pool: pool must be 'matgrad' or 'openmp', got '{other}'"))),
+    };
+    threads::set_pool(pool).map_err(PyValueError::new_err)
+}
+
+/// `("matgrad", None)` or `("openmp", path of the libgomp)`.
+#[pyfunction]
+fn get_thread_pool() -> (&'static str, Option<String>) {
+    match threads::pool() {
+        threads::Pool::Own => ("matgrad", None),
+        threads::Pool::OpenMp(omp) => ("openmp", Some(omp.library)),
+    }
+}
+
 /// The name of the SIMD kernel in use ("avx512", "avx2", "neon" or "generic").
 #[pyfunction]
 fn simd_kernel() -> &'static str {
@@ -514,6 +538,8 @@ fn _matgrad(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mlp2_loss_and_grads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_thread_pool, m)?)?;
+    m.add_function(wrap_pyfunction!(get_thread_pool, m)?)?;
     m.add_function(wrap_pyfunction!(simd_kernel, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(force_kernel, m)?)?;
