@@ -1,7 +1,9 @@
 //! The five loops of the packed path (see the diagram in gemm/mod.rs), and how the threads
-//! share them: the A block is packed once by all threads together; LOOP 3's columns are split
-//! among the threads (with few columns, the rows of the A block too), each packing its own B
-//! block into its own L2.
+//! share them: the A block is packed once by all threads together, each its share of the
+//! panels; then, for an A block at least as tall as C is wide, each thread computes the rows it
+//! packed (LOOP 2 split), packing B blocks for all the columns into its own L2; for a wider C,
+//! LOOP 3's columns are split instead (with few columns, the rows too), each thread packing
+//! its own B block and reading every panel of A.
 
 use super::blocking::{even_block, Blocking};
 use super::dispatch::HasKernels;
@@ -67,10 +69,22 @@ impl<T: HasKernels> Problem<T> {
         let threads = team.threads();
         let n_panels = self.n.div_ceil(nr);
         let m_panels = mc.div_ceil(mr);
-        // Split the columns into one chunk of whole NR panels per thread; with few columns,
-        // split the rows of the A block too.
-        let n_chunks = if threads > 1 { threads.min(n_panels) } else { 1 };
-        let m_chunks = if n_chunks < threads { threads.div_ceil(n_chunks).min(m_panels) } else { 1 };
+        // An A block at least as tall as C is wide has its rows split, one chunk per thread,
+        // as the packing split them: each thread reads the panels it packed, from its own
+        // cache, not lines another core has just written (Zen 4: 1024³ +7 %, 256 × 256 × 784
+        // +31 %, 784 × 256 × 64 +60 %; docs/measurements.md, "Threads"), and packs B for all
+        // the columns: T times the B packing, which a wide C (256 × 1024 × 1024: −7 %) feels.
+        // Otherwise the columns are split into chunks of whole NR panels (and the rows too
+        // if there are fewer columns than threads).
+        let by_rows = threads > 1 && m_panels >= ROW_SPLIT_MIN_PANELS * threads && mc >= self.n;
+        let n_chunks = if threads > 1 && !by_rows { threads.min(n_panels) } else { 1 };
+        let m_chunks = if by_rows {
+            threads
+        } else if n_chunks < threads {
+            threads.div_ceil(n_chunks).min(m_panels)
+        } else {
+            1
+        };
         let a_packed = SendPtr(a_packed);
         let task = |t: usize| {
             let (ni, mi) = (t / m_chunks, t % m_chunks);
@@ -128,6 +142,10 @@ impl<T: HasKernels> Problem<T> {
         });
     }
 }
+
+/// An A block needs at least this many MR panels per thread to have its rows split among the
+/// threads.
+const ROW_SPLIT_MIN_PANELS: usize = 4;
 
 /// One block of the k dimension, and what happens in it.
 #[derive(Clone, Copy)]

@@ -6,9 +6,10 @@
 //! LOOP 5  ic: rows of C in blocks of MC             A block (MC × KC) -> L3, shared
 //! LOOP 4  pc: the k dimension in blocks of KC       pack A block into MR-tall panels
 //! LOOP 3  jc: columns of C in blocks of NC          pack B block into NR-wide panels -> L2
-//!                                                   (threads split the columns: each has
-//!                                                   its own L2 and its own B block)
+//!                                                   (each thread packs its own B block)
 //! LOOP 2  ir: MR-tall panels of the A block         A micro-panel (MR × KC) -> L1
+//!         (threads split the A block's rows, each the panels it packed, or for a C wider
+//!         than the A block is tall, LOOP 3's columns: loops.rs)
 //! LOOP 1  jr: NR-wide panels of the B block         micro-kernel: MR × NR tile of C
 //! ```
 //!
