@@ -438,7 +438,14 @@ fn fused_sums_are_bitwise_identical_on_every_kernel() {
 
 #[test]
 fn results_are_bitwise_identical_for_any_thread_count() {
-    let (m, n, k) = (301, 257, 513);
+    // A block taller than C is wide (threads split its rows), and a wide C (its columns).
+    for (m, n, k) in [(301, 257, 513), (97, 301, 513)] {
+        bitwise_identical_for_any_thread_count(m, n, k);
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+fn bitwise_identical_for_any_thread_count(m: usize, n: usize, k: usize) {
     let mut rng = Lcg(42);
     let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
     let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
@@ -459,9 +466,8 @@ fn results_are_bitwise_identical_for_any_thread_count() {
     };
     let one = run(1);
     for t in [2, 3, 4] {
-        assert!(run(t) == one, "results differ between 1 and {t} threads");
+        assert!(run(t) == one, "{m}×{n}×{k}: results differ between 1 and {t} threads");
     }
-    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }
 
 /// Matrix·vector, vector·matrix and vector·vector products (C a column or a row): the dots
