@@ -4,6 +4,7 @@ abort or a hang."""
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import threading
 
@@ -56,11 +57,24 @@ def test_small_products_need_no_scratch_and_still_work(failing_allocations):
 
 def _child_product(queue):
     a = np.arange(256.0 * 256).reshape(256, 256) / 65536
-    queue.put(float(np.abs(matgrad.matmul(a, a) - a @ a).max()))
+    queue.put((matgrad.get_thread_pool(), float(np.abs(matgrad.matmul(a, a) - a @ a).max())))
+
+
+def _use_pool(pool):
+    """matgrad's own threads, or torch's OpenMP team (skipped without a torch on OpenMP)."""
+    if pool == "matgrad":
+        return matgrad.set_thread_pool("matgrad")
+    torch = pytest.importorskip("torch")
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("this torch does not compute on OpenMP")
+    importlib.import_module("matgrad.torch")._share_torch_threads()
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
-def test_a_child_forked_after_use_computes(restore_num_threads):
+@pytest.mark.parametrize("pool", ["matgrad", "openmp"])
+def test_a_child_forked_after_use_computes(pool, restore_num_threads):
+    # (libgomp's threads are not in the child; its next region would wait for them forever)
+    _use_pool(pool)
     matgrad.set_num_threads(2)
     a = np.ones((512, 512))
     matgrad.matmul(a, a)  # the pool's workers exist (in the parent only, after the fork)
@@ -71,9 +85,9 @@ def test_a_child_forked_after_use_computes(restore_num_threads):
     child.join(60)
     if child.is_alive():
         child.kill()
-        pytest.fail("the forked child hung in matmul")
+        pytest.fail(f"the forked child hung in matmul on the {pool} pool")
     assert child.exitcode == 0
-    assert queue.get(timeout=5) < 1e-9
+    assert queue.get(timeout=5) == (pool, pytest.approx(0, abs=1e-9))
 
 
 def test_set_num_threads_while_other_threads_compute(restore_num_threads):

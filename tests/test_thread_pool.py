@@ -1,11 +1,10 @@
 """matgrad on the threads of torch's OpenMP runtime (``matgrad.set_thread_pool("openmp")``,
 chosen by ``import matgrad.torch``) against its own: the same bits for every path and thread
-count, the choice made at import and by MATGRAD_THREAD_POOL, the errors, and a forked child
-that still computes (libgomp's own threads are not in the child)."""
+count, the choice made at import and by MATGRAD_THREAD_POOL, the errors, concurrent callers (a
+forked child on either pool: test_faults.py)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -147,31 +146,6 @@ def test_a_bad_matgrad_thread_pool_env_is_a_value_error():
     proc = run_python("import matgrad.torch", {"MATGRAD_THREAD_POOL": "tbb"})
     assert proc.returncode != 0
     assert "ValueError: MATGRAD_THREAD_POOL must be 'matgrad' or 'openmp', got 'tbb'" in proc.stderr
-
-
-def _child_product(queue):
-    a = np.arange(256.0 * 256).reshape(256, 256) / 65536
-    queue.put((matgrad.get_thread_pool(), float(np.abs(matgrad.matmul(a, a) - a @ a).max())))
-
-
-@needs_openmp
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
-def test_a_child_forked_after_use_of_the_openmp_pool_computes(restore_pool):
-    matgrad.torch._share_torch_threads()
-    matgrad.set_num_threads(2)
-    a = np.ones((512, 512))
-    matgrad.matmul(a, a)  # libgomp's threads exist, in the parent only after the fork
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_product, args=(queue,))
-    child.start()
-    child.join(60)
-    if child.is_alive():
-        child.kill()
-        pytest.fail("the forked child hung in matmul on the OpenMP pool")
-    assert child.exitcode == 0
-    pool, error = queue.get(timeout=5)
-    assert pool == "openmp" and error < 1e-9
 
 
 @needs_openmp
