@@ -29,15 +29,6 @@ def run_python(code: str, env_extra: dict | None = None, timeout: float = 120):
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def restore_pool(restore_num_threads):
-    before = matgrad.get_thread_pool()
-    try:
-        yield
-    finally:
-        matgrad.set_thread_pool(before) if before == "matgrad" else matgrad.torch._share_torch_threads()
-
-
 def products(rng, dtype):
     """One call of each path of the core: vector, thin, small, packed, batched, broadcast,
     and the linear layer and matmul backward."""
@@ -58,7 +49,7 @@ def products(rng, dtype):
 
 @needs_openmp
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_bits_on_either_pool_and_any_thread_count(dtype, restore_pool):
+def test_same_bits_on_either_pool_and_any_thread_count(dtype, restore_num_threads):
     results = {}
     for pool in ("matgrad", "openmp"):
         matgrad.set_thread_pool(pool) if pool == "matgrad" else matgrad.torch._share_torch_threads()
@@ -74,7 +65,7 @@ def test_same_bits_on_either_pool_and_any_thread_count(dtype, restore_pool):
 
 
 @needs_openmp
-def test_set_thread_pool_keeps_the_thread_count(restore_pool):
+def test_set_thread_pool_keeps_the_thread_count(restore_num_threads):
     matgrad.set_num_threads(3)
     matgrad.torch._share_torch_threads()
     assert (matgrad.get_thread_pool(), matgrad.get_num_threads()) == ("openmp", 3)
@@ -82,7 +73,7 @@ def test_set_thread_pool_keeps_the_thread_count(restore_pool):
     assert (matgrad.get_thread_pool(), matgrad.get_num_threads()) == ("matgrad", 3)
 
 
-def test_bad_pools_are_refused_and_change_nothing(restore_pool):
+def test_bad_pools_are_refused_and_change_nothing(restore_num_threads):
     before = matgrad.get_thread_pool()
     with pytest.raises(ValueError, match="pool must be 'matgrad' or 'openmp', got 'omp'"):
         matgrad.set_thread_pool("omp")
@@ -149,7 +140,7 @@ def test_a_bad_matgrad_thread_pool_env_is_a_value_error():
 
 
 @needs_openmp
-def test_callers_on_several_threads_at_once_each_get_their_products(restore_pool):
+def test_callers_on_several_threads_at_once_each_get_their_products(restore_num_threads):
     # Each calling thread is the master of its own libgomp team.
     import concurrent.futures
 

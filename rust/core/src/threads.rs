@@ -87,7 +87,8 @@ pub struct Team {
     helpers: Option<Helpers>,
 }
 
-/// Who helps the caller: matgrad's own workers, or the OpenMP runtime's team.
+/// Who helps the caller: matgrad's own workers, or the OpenMP runtime's team (kept on a
+/// team of one thread too, which then runs serially, so that the team says its pool).
 enum Helpers {
     Own(Workers),
     #[cfg_attr(loom, allow(dead_code))]
@@ -179,7 +180,7 @@ impl Team {
         if threads == 0 {
             return Err("the number of threads must be at least 1".into());
         }
-        if let (Pool::OpenMp(omp), 2..) = (pool, threads) {
+        if let Pool::OpenMp(omp) = pool {
             return Ok(Team { threads, helpers: Some(Helpers::OpenMp(omp.clone())) });
         }
         let helpers = match threads {
@@ -198,6 +199,14 @@ impl Team {
         Ok(Team { threads, helpers })
     }
 
+    /// Where the team's helpers come from.
+    pub fn pool(&self) -> Pool {
+        match &self.helpers {
+            Some(Helpers::OpenMp(omp)) => Pool::OpenMp(omp.clone()),
+            _ => Pool::Own,
+        }
+    }
+
     /// The number of threads, the caller included.
     pub fn threads(&self) -> usize {
         self.threads
@@ -208,7 +217,7 @@ impl Team {
     /// all itself if the workers are slow to wake, instead of waiting for them. A panic in a
     /// task is re-raised on the caller once every claimed task has finished.
     pub fn run<F: Fn(usize) + Sync>(&self, count: usize, task: F) {
-        let Some(helpers) = self.helpers.as_ref().filter(|_| count > 1) else {
+        let Some(helpers) = self.helpers.as_ref().filter(|_| count > 1 && self.threads > 1) else {
             return (0..count).for_each(task);
         };
         let task: *const (dyn Fn(usize) + Sync + '_) = &task;
@@ -300,12 +309,6 @@ fn slot() -> &'static RwLock<Option<std::sync::Arc<Team>>> {
     TEAM.get_or_init(|| RwLock::new(None))
 }
 
-/// The pool teams are made of (set with the team, under the team's lock).
-fn pool_slot() -> &'static std::sync::Mutex<Pool> {
-    static POOL: OnceLock<std::sync::Mutex<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| std::sync::Mutex::new(Pool::Own))
-}
-
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -323,8 +326,8 @@ pub fn team() -> std::sync::Arc<Team> {
 /// finish on the old one.
 pub fn set_num_threads(n: usize) -> Result<(), String> {
     let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
-    let team = std::sync::Arc::new(Team::on(n, &pool_slot().lock().unwrap_or_else(|e| e.into_inner()))?);
-    *guard = Some(team);
+    let pool = guard.as_ref().map_or(Pool::Own, |t| t.pool());
+    *guard = Some(std::sync::Arc::new(Team::on(n, &pool)?));
     Ok(())
 }
 
@@ -332,15 +335,13 @@ pub fn set_num_threads(n: usize) -> Result<(), String> {
 pub fn set_pool(pool: Pool) -> Result<(), String> {
     let mut guard = slot().write().unwrap_or_else(|e| e.into_inner());
     let threads = guard.as_ref().map_or_else(default_threads, |t| t.threads());
-    let team = std::sync::Arc::new(Team::on(threads, &pool)?);
-    *pool_slot().lock().unwrap_or_else(|e| e.into_inner()) = pool;
-    *guard = Some(team);
+    *guard = Some(std::sync::Arc::new(Team::on(threads, &pool)?));
     Ok(())
 }
 
 /// The pool teams are made of.
 pub fn pool() -> Pool {
-    pool_slot().lock().unwrap_or_else(|e| e.into_inner()).clone()
+    team().pool()
 }
 
 pub fn num_threads() -> usize {
