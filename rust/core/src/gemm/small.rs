@@ -15,11 +15,11 @@ use super::{sums, HasKernels, Isa};
 use crate::threads::Team;
 
 /// C = A B through the micro-kernel without packing: A's rows and B's rows (contiguous) are
-/// read where they lie, tile after tile, each tile over all of k in the same KC blocks as the
-/// packed path (so the same operations in the same order: the same bits). A last, partial
-/// strip of B is read with masked loads, so nothing past B is touched and nothing is copied.
-/// Tiles are shared among `team`'s threads, consecutive tiles sharing B's strip; the
-/// requested sums are added up first, in k order as packing adds them.
+/// read where they lie, a column of tiles per kernel call, each tile over all of k in the same
+/// KC blocks as the packed path (so the same operations in the same order: the same bits). A
+/// last, partial strip of B is read with masked loads, so nothing past B is touched and
+/// nothing is copied. Columns of tiles are shared among `team`'s threads; the requested sums
+/// are added up first, in k order as packing adds them.
 ///
 /// SAFETY: as for [`Problem::run`]; B's lanes are contiguous (`p.b.cs == 1`); `run` is the
 /// in-place twin of `kern` and its ISA is supported by this CPU; `kc` is a multiple of 8.
@@ -30,15 +30,25 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
     let kc = even_block(k, kc, 8);
     sums::add_up(p);
     let (panels, strips) = (m.div_ceil(mr), n.div_ceil(nr));
-    // Tile order: along the longer side of C, so that each thread's share (a contiguous run
-    // of tiles) reads the long operand once and writes C in long runs; along a C taller than
-    // wide, tiles of one row panel follow one another (measured: a 2048 × 32 × 32 f64 product
-    // split by column strips ran at 0.4x NumPy's speed, its threads writing alternate lines).
+    // The kernel computes a column of up to RUN_PANELS tiles per call, one below the other
+    // (kernel/mod.rs: `in_place_tiles`); such a column is the unit of work. Unit order: along
+    // the longer side of C, so that each thread's share (a contiguous run of units) reads the
+    // long operand once and writes C in long runs; along a C taller than wide, the columns of
+    // one group of row panels follow one another (measured: a 2048 × 32 × 32 f64 product split
+    // by column strips ran at 0.4x NumPy's speed, its threads writing alternate lines).
     let rows_outer = panels >= strips;
-    let tile = |t: usize| {
-        let (i0, j0) = if rows_outer { (t / strips * mr, t % strips * nr) } else { (t % panels * mr, t / panels * nr) };
-        let (rows, cols) = (mr.min(m - i0), nr.min(n - j0));
-        let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b: p.b.at(0, j0), b_k: p.b.rs, b_lanes: cols };
+    let groups = panels.div_ceil(RUN_PANELS);
+    let tiles = |i0: usize, j0: usize, count: usize, rows: usize| {
+        let cols = nr.min(n - j0);
+        let mut src = InPlaceOperands {
+            rows: [core::ptr::null(); MAX_MR],
+            a_k: p.a.cs,
+            b: p.b.at(0, j0),
+            b_k: p.b.rs,
+            b_lanes: cols,
+            panels: count,
+            a_panel: mr as isize * p.a.rs,
+        };
         for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
             *row = p.a.at(i0 + i.min(rows - 1), 0);
         }
@@ -52,15 +62,32 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
             src.b = src.b.wrapping_offset(steps as isize * src.b_k);
         }
     };
-    let tiles = panels * strips;
+    let column = |u: usize| {
+        let (g, s) = if rows_outer { (u / strips, u % strips) } else { (u % groups, u / groups) };
+        let (q0, q1) = (g * RUN_PANELS, ((g + 1) * RUN_PANELS).min(panels));
+        // The full tiles in one call, a partial last one (C's last rows) in another.
+        let full = if q1 * mr > m { q1 - 1 } else { q1 };
+        if full > q0 {
+            tiles(q0 * mr, s * nr, full - q0, mr);
+        }
+        if full < q1 {
+            tiles(full * mr, s * nr, 1, m - full * mr);
+        }
+    };
+    let units = groups * strips;
     if team.threads() == 1 {
         // Small products: no task machinery at all.
-        (0..tiles).for_each(tile);
+        (0..units).for_each(column);
     } else {
         // SAFETY: each tile of C is written by one task; A and B are only read.
-        team.run_ranges(tiles, 1, |range| range.for_each(tile));
+        team.run_ranges(units, 1, |range| range.for_each(column));
     }
 }
+
+/// The most tiles one call of the in-place kernel computes, one below the other: 4 keeps the
+/// threads' shares of a 64 × 64 product as with a call per tile (8 made n = 64 slower on two
+/// threads, the rest alike).
+const RUN_PANELS: usize = 4;
 
 /// A batch of small products (k within one KC block) in place: the kernel called tile after
 /// tile, matrix after matrix, with only its pointers moved, none of the per-product set-up
@@ -83,16 +110,26 @@ pub(super) unsafe fn in_place_batch<T: HasKernels>(
         let (oa, ob, oc) = offsets(t);
         let (oa, ob) = if p.swapped { (ob, oa) } else { (oa, ob) };
         let (a, b, c) = (p.a.ptr.wrapping_offset(oa), p.b.ptr.wrapping_offset(ob), p.c.wrapping_offset(oc));
-        for i0 in (0..m).step_by(mr) {
-            let rows = mr.min(m - i0);
-            let mut src = InPlaceOperands { rows: [core::ptr::null(); MAX_MR], a_k: p.a.cs, b, b_k: p.b.rs, b_lanes: 0 };
-            for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
-                *row = a.offset((i0 + i.min(rows - 1)) as isize * p.a.rs);
-            }
-            for j0 in (0..n).step_by(nr) {
-                let cols = nr.min(n - j0);
-                src.b = b.add(j0);
-                src.b_lanes = cols;
+        // The full tiles of each column of tiles in one call, a partial last one in another.
+        let full = m / mr;
+        for j0 in (0..n).step_by(nr) {
+            let cols = nr.min(n - j0);
+            for (i0, count, rows) in [(0, full, mr), (full * mr, usize::from(m % mr != 0), m % mr)] {
+                if count == 0 {
+                    continue;
+                }
+                let mut src = InPlaceOperands {
+                    rows: [core::ptr::null(); MAX_MR],
+                    a_k: p.a.cs,
+                    b: b.add(j0),
+                    b_k: p.b.rs,
+                    b_lanes: cols,
+                    panels: count,
+                    a_panel: mr as isize * p.a.rs,
+                };
+                for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
+                    *row = a.offset((i0 + i.min(rows - 1)) as isize * p.a.rs);
+                }
                 let mut st = p.store(i0, j0, rows, cols, true, true);
                 st.c = c.offset(i0 as isize * p.c_rs + j0 as isize * p.c_cs);
                 run(k, &src, &st);
