@@ -1,9 +1,10 @@
 //! The five loops of the packed path (see the diagram in gemm/mod.rs), and how the threads
-//! share them: the A block is packed once by all threads together, each its share of the
-//! panels; then, for an A block at least as tall as C is wide, each thread computes the rows it
-//! packed (LOOP 2 split), packing B blocks for all the columns into its own L2; for a wider C,
-//! LOOP 3's columns are split instead (with few columns, the rows too), each thread packing
-//! its own B block and reading every panel of A.
+//! share them ([`Problem::run_packed`] chooses): either
+//! the rows are split, each thread running all five loops on its own rows as a product of its
+//! own (packing its A panels and its B blocks into its own caches, no barrier between), or the
+//! A block is packed once by all threads together, each its share of the panels, and LOOP 3's
+//! columns are split (with few columns, the rows too), each thread packing its own B block and
+//! reading every panel of A.
 
 use super::blocking::{even_block, Blocking};
 use super::dispatch::HasKernels;
@@ -15,8 +16,37 @@ use crate::buffers::with_scratch;
 use crate::threads::Team;
 
 impl<T: HasKernels> Problem<T> {
-    /// LOOP 5 and LOOP 4: the A block, packed once and shared by all threads.
+    /// The packed path on `team`: C's rows split between the threads, each computing its own
+    /// as a product of its own, where C is tall enough (at least [`ROW_SPLIT_MIN_PANELS`]
+    /// panels per thread, and an A block at least as tall as C is wide); else the loops below
+    /// with the columns split.
+    ///
+    /// Split rows: each thread reads only the A panels it packed, from its own cache, not
+    /// lines another core has just written (Zen 4: 1024³ +7 %, 256 × 256 × 784 +31 %, 784 × 256
+    /// × 64 +60 %), and waits for no other thread until the end (Xeon, against a barrier after
+    /// each A block's packing: n = 384–1024 +1–5 %, n = 256 f64 −3 %); each packs B for
+    /// all the columns, T times the B packing, which a wide C (256 × 1024 × 1024: −7 %) feels.
+    /// The panels, hence the tiles, start where they would on one thread: the same bits.
     pub(super) unsafe fn run_packed(&self, kern: &MicroKernel<T>, blk: Blocking, team: &Team) {
+        let threads = team.threads();
+        let m_panels = self.m.div_ceil(kern.mr);
+        let block_rows = even_block(self.m, blk.mc, kern.mr).min(self.m);
+        if threads > 1 && m_panels >= ROW_SPLIT_MIN_PANELS * threads && block_rows >= self.n {
+            let mr = kern.mr;
+            // SAFETY: each task writes its own rows of C and of A's row sums; only the first
+            // computes B's column sums.
+            team.run(threads, |t| {
+                let (p0, p1) = (m_panels * t / threads, m_panels * (t + 1) / threads);
+                let part = self.rows(p0 * mr, (p1 * mr).min(self.m));
+                part.run_blocks(kern, blk, &Team::SERIAL);
+            });
+        } else {
+            self.run_blocks(kern, blk, team)
+        }
+    }
+
+    /// LOOP 5 and LOOP 4: the A block, packed once and shared by all threads.
+    unsafe fn run_blocks(&self, kern: &MicroKernel<T>, blk: Blocking, team: &Team) {
         let (m, n, k) = (self.m, self.n, self.k);
         let (isa, mr) = (kern.isa, kern.mr);
         if let Some(sums) = self.a_row_sums {
@@ -69,22 +99,10 @@ impl<T: HasKernels> Problem<T> {
         let threads = team.threads();
         let n_panels = self.n.div_ceil(nr);
         let m_panels = mc.div_ceil(mr);
-        // An A block at least as tall as C is wide has its rows split, one chunk per thread,
-        // as the packing split them: each thread reads the panels it packed, from its own
-        // cache, not lines another core has just written (Zen 4: 1024³ +7 %, 256 × 256 × 784
-        // +31 %, 784 × 256 × 64 +60 %; docs/measurements.md, "Threads"), and packs B for all
-        // the columns: T times the B packing, which a wide C (256 × 1024 × 1024: −7 %) feels.
-        // Otherwise the columns are split into chunks of whole NR panels (and the rows too
-        // if there are fewer columns than threads).
-        let by_rows = threads > 1 && m_panels >= ROW_SPLIT_MIN_PANELS * threads && mc >= self.n;
-        let n_chunks = if threads > 1 && !by_rows { threads.min(n_panels) } else { 1 };
-        let m_chunks = if by_rows {
-            threads
-        } else if n_chunks < threads {
-            threads.div_ceil(n_chunks).min(m_panels)
-        } else {
-            1
-        };
+        // The columns are split into chunks of whole NR panels (and the rows too if there are
+        // fewer columns than threads).
+        let n_chunks = threads.min(n_panels);
+        let m_chunks = if n_chunks < threads { threads.div_ceil(n_chunks).min(m_panels) } else { 1 };
         let a_packed = SendPtr(a_packed);
         let task = |t: usize| {
             let (ni, mi) = (t / m_chunks, t % m_chunks);
@@ -143,8 +161,7 @@ impl<T: HasKernels> Problem<T> {
     }
 }
 
-/// An A block needs at least this many MR panels per thread to have its rows split among the
-/// threads.
+/// C needs at least this many MR panels per thread to have its rows split among the threads.
 const ROW_SPLIT_MIN_PANELS: usize = 4;
 
 /// One block of the k dimension, and what happens in it.

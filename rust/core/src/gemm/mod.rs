@@ -8,8 +8,8 @@
 //! LOOP 3  jc: columns of C in blocks of NC          pack B block into NR-wide panels -> L2
 //!                                                   (each thread packs its own B block)
 //! LOOP 2  ir: MR-tall panels of the A block         A micro-panel (MR × KC) -> L1
-//!         (threads split the A block's rows, each the panels it packed, or for a C wider
-//!         than the A block is tall, LOOP 3's columns: loops.rs)
+//!         (threads split C's rows, each running all five loops on its own, or for a C
+//!         wider than the A block is tall, LOOP 3's columns: loops.rs)
 //! LOOP 1  jr: NR-wide panels of the B block         micro-kernel: MR × NR tile of C
 //! ```
 //!

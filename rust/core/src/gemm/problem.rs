@@ -89,6 +89,22 @@ impl<T: HasKernels> Problem<T> {
         }
     }
 
+    /// Rows `r0..r1` of C as a problem of their own: A's rows and the epilogue's operands
+    /// from `r0` on. Only the part starting at row 0 keeps B's column sums (they are summed
+    /// once, by whichever part computes them).
+    pub fn rows(&self, r0: usize, r1: usize) -> Self {
+        debug_assert!(r0 <= r1 && r1 <= self.m);
+        Problem {
+            m: r1 - r0,
+            a: Block { ptr: self.a.ptr.wrapping_offset(r0 as isize * self.a.rs), ..self.a },
+            c: self.c.wrapping_offset(r0 as isize * self.c_rs),
+            ep: self.ep.from(r0, 0),
+            a_row_sums: self.a_row_sums.map(|s| s.wrapping_add(r0)),
+            b_col_sums: self.b_col_sums.filter(|_| r0 == 0),
+            ..*self
+        }
+    }
+
     /// The same problem on the caller's A, B and C `oa`, `ob`, `oc` elements further on (the
     /// next matrices of a batch).
     pub fn shifted(&self, oa: isize, ob: isize, oc: isize) -> Self {
