@@ -346,8 +346,9 @@ fn relu_grad_mask_keeps_only_positive_entries() {
     }
 }
 
-/// Small products and skinny ones (C one or two tiles wide or tall, several k blocks) with a
-/// row-major B run the kernel on the operands in place, others pack them: the same
+/// Small products, short ones (C a few tiles tall, B smaller than L2) and skinny ones (C one or
+/// two tiles wide or tall), these two over several k blocks, with a row-major B run the kernel
+/// on the operands in place, others pack them: the same
 /// operations in the same order, so the same bits, sums included, on any number of threads.
 #[test]
 fn unpacked_and_packed_paths_give_the_same_bits() {
@@ -355,7 +356,9 @@ fn unpacked_and_packed_paths_give_the_same_bits() {
         let kern = <f64 as HasKernels>::microkernel(isa);
         let kc = Blocking::new(kern.mr(), kern.nr(), 8, CacheSizes::get()).kc;
         let skinny = [(300, 2 * kern.nr() - 3, kc * 5 / 4 + 3), (2 * kern.mr() - 1, 150, 2 * kc + 5), (257, 10, 96)];
-        for &(m, n, k) in [(13, 33, 20), (64, 64, 64), (50, 20, 40), (7, 100, 9)].iter().chain(&skinny) {
+        let short = (8 * kern.mr() - 3, 3 * kern.nr() + 5, kc + 37);
+        assert!(short.1 * short.2 * 8 < CacheSizes::get().l2, "the short case's B fits L2");
+        for &(m, n, k) in [(13, 33, 20), (64, 64, 64), (50, 20, 40), (7, 100, 9)].iter().chain(&skinny).chain([&short]) {
             let mut rng = Lcg(11);
             let a = Stored::<f64>::new(m, k, Layout::RowMajor, &mut rng);
             let b_rows = Stored::<f64>::new(k, n, Layout::RowMajor, &mut rng);
@@ -397,8 +400,11 @@ fn broadcast_operands_with_zero_strides() {
 #[test]
 fn alpha_beta_bias_relu_and_sums() {
     for isa in Isa::supported() {
-        // (150, 9, 700) and (7, 150, 700) are skinny: with a row-major B, in place over k blocks.
-        for &(m, n, k) in &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64), (150, 9, 700), (7, 150, 700)] {
+        // (150, 9, 700) and (7, 150, 700) are skinny, (61, 40, 800) short: with a row-major B,
+        // in place over k blocks.
+        for &(m, n, k) in
+            &[(0, 3, 2), (3, 2, 0), (5, 7, 3), (13, 33, 20), (40, 70, 300), (100, 36, 64), (150, 9, 700), (7, 150, 700), (61, 40, 800)]
+        {
             for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
                 // Without sums, small products with row-major B take the unpacked path.
                 for sums in [true, false] {

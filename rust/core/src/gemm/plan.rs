@@ -11,8 +11,9 @@
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), A's rows and B's columns along k       | dot products         |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
-//! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block) or skinny | A and B where they   |
-//! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   | lie, masked edges    |
+//! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block), | A and B where they   |
+//! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |
+//! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   |                      |
 //! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`] (B's rows not contiguous)        | a plain loop         |
 //! | packed    | everything else                                              | the five loops       |
 //!
@@ -36,6 +37,11 @@ pub(super) const IN_PLACE_MAX_WORK: usize = 96 * 96 * 96;
 /// The same on AVX-512, whose wider cache (48 KiB L1d, 2 MiB L2) holds a bigger B: packing
 /// and the packed path's fork-joins per block cost more than the in-place reads up to ~160³.
 pub(super) const IN_PLACE_MAX_WORK_AVX512: usize = 160 * 160 * 160;
+/// C at most this many tiles tall is short: with B smaller than L2 the kernel reads it in
+/// place (Xeon model 207, 2 threads, in place against packed: 64 × 256 × 256 f32 1.9×,
+/// 64 × 128 × 784 1.6×, 64 × 256 × 784 1.25×, f64 1.25×; 96 rows or a B of 2 MiB alike or
+/// slower; docs/measurements.md).
+pub(super) const SHORT_PANELS: usize = 8;
 /// C at most this many kernel tiles wide or tall is skinny: packing its big operand would
 /// serve that many tiles only.
 pub(super) const SKINNY_TILES: usize = 2;
@@ -87,7 +93,8 @@ pub(super) struct Plan<T> {
 pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
     let (m, n, k) = (p.m, p.n, p.k);
     let kernel = T::microkernel_for(isa, n);
-    let blocking = Blocking::new(kernel.mr, kernel.nr, core::mem::size_of::<T>(), CacheSizes::get());
+    let caches = CacheSizes::get();
+    let blocking = Blocking::new(kernel.mr, kernel.nr, core::mem::size_of::<T>(), caches);
     let work = m * n * k;
     let path = if work == 0 {
         Path::Empty
@@ -106,7 +113,7 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::Thin
     } else if tiny::fits_tall(p) {
         Path::Tall
-    } else if in_place_pays(p, &kernel, blocking.kc) {
+    } else if in_place_pays(p, &kernel, blocking.kc, caches.l2) {
         Path::InPlace(kernel.run_in_place)
     } else if work <= DIRECT_MAX_WORK {
         Path::Direct
@@ -135,9 +142,11 @@ fn amx_serves(isa: Isa) -> bool {
 
 /// Whether the kernel should read the operands in place rather than packed: when B's lanes
 /// are contiguous and packing would not repay its copy. A small product (within one KC block)
-/// costs less than packing it; a skinny one would pack its big operand for one or two tiles'
-/// use, as long as the kernel's reads stream (see [`FAR_ROWS_MAX_BYTES`]).
-fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize) -> bool {
+/// costs less than packing it; a short one (C at most [`SHORT_PANELS`] tiles tall, B smaller
+/// than L2) would pack B for that few tiles' use, which read it from L2 as fast where it lies;
+/// a skinny one would pack its big operand for one or two tiles' use, as long as the kernel's
+/// reads stream (see [`FAR_ROWS_MAX_BYTES`]).
+fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize, l2: usize) -> bool {
     let (m, n, k) = (p.m, p.n, p.k);
     if p.b.cs != 1 {
         return false;
@@ -146,9 +155,12 @@ fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize
     if m * n * k <= small_max && k <= kc {
         return true;
     }
+    let size = core::mem::size_of::<T>();
+    if m.div_ceil(kern.mr) <= SHORT_PANELS && k * n * size < l2 {
+        return true;
+    }
     let skinny = n.div_ceil(kern.nr) <= SKINNY_TILES || m.div_ceil(kern.mr) <= SKINNY_TILES;
     // Each k step reads one element of each of A's MR rows and NR lanes of one row of B.
-    let size = core::mem::size_of::<T>();
     let a_streams = p.a.cs == 1 || m * k * size <= FAR_ROWS_MAX_BYTES;
     let b_streams = p.b.rs.unsigned_abs() <= 2 * kern.nr || k * n * size <= FAR_ROWS_MAX_BYTES;
     skinny && a_streams && b_streams
