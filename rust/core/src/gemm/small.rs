@@ -10,6 +10,7 @@
 
 use super::blocking::even_block;
 use super::kernel::{InPlaceKernelFn, InPlaceOperands, MicroKernel, MAX_MR};
+use super::pack::Block;
 use super::problem::Problem;
 use super::{sums, HasKernels, Isa};
 use crate::threads::Team;
@@ -38,20 +39,9 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
     // by column strips ran at 0.4x NumPy's speed, its threads writing alternate lines).
     let rows_outer = panels >= strips;
     let groups = panels.div_ceil(RUN_PANELS);
-    let tiles = |i0: usize, j0: usize, count: usize, rows: usize| {
+    let tiles = |(i0, count, rows): (usize, usize, usize), j0: usize| {
         let cols = nr.min(n - j0);
-        let mut src = InPlaceOperands {
-            rows: [core::ptr::null(); MAX_MR],
-            a_k: p.a.cs,
-            b: p.b.at(0, j0),
-            b_k: p.b.rs,
-            b_lanes: cols,
-            panels: count,
-            a_panel: mr as isize * p.a.rs,
-        };
-        for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
-            *row = p.a.at(i0 + i.min(rows - 1), 0);
-        }
+        let mut src = column_operands(p.a, Block { ptr: p.b.at(0, j0), ..p.b }, cols, mr, i0, count, rows);
         for pc in (0..k).step_by(kc) {
             let steps = kc.min(k - pc);
             run(steps, &src, &p.store(i0, j0, rows, cols, pc == 0, pc + steps == k));
@@ -65,14 +55,7 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
     let column = |u: usize| {
         let (g, s) = if rows_outer { (u / strips, u % strips) } else { (u % groups, u / groups) };
         let (q0, q1) = (g * RUN_PANELS, ((g + 1) * RUN_PANELS).min(panels));
-        // The full tiles in one call, a partial last one (C's last rows) in another.
-        let full = if q1 * mr > m { q1 - 1 } else { q1 };
-        if full > q0 {
-            tiles(q0 * mr, s * nr, full - q0, mr);
-        }
-        if full < q1 {
-            tiles(full * mr, s * nr, 1, m - full * mr);
-        }
+        column_calls(q0, q1, m, mr).for_each(|call| tiles(call, s * nr));
     };
     let units = groups * strips;
     if team.threads() == 1 {
@@ -110,32 +93,44 @@ pub(super) unsafe fn in_place_batch<T: HasKernels>(
         let (oa, ob, oc) = offsets(t);
         let (oa, ob) = if p.swapped { (ob, oa) } else { (oa, ob) };
         let (a, b, c) = (p.a.ptr.wrapping_offset(oa), p.b.ptr.wrapping_offset(ob), p.c.wrapping_offset(oc));
-        // The full tiles of each column of tiles in one call, a partial last one in another.
-        let full = m / mr;
         for j0 in (0..n).step_by(nr) {
             let cols = nr.min(n - j0);
-            for (i0, count, rows) in [(0, full, mr), (full * mr, usize::from(m % mr != 0), m % mr)] {
-                if count == 0 {
-                    continue;
-                }
-                let mut src = InPlaceOperands {
-                    rows: [core::ptr::null(); MAX_MR],
-                    a_k: p.a.cs,
-                    b: b.add(j0),
-                    b_k: p.b.rs,
-                    b_lanes: cols,
-                    panels: count,
-                    a_panel: mr as isize * p.a.rs,
-                };
-                for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
-                    *row = a.offset((i0 + i.min(rows - 1)) as isize * p.a.rs);
-                }
+            for (i0, count, rows) in column_calls(0, m.div_ceil(mr), m, mr) {
+                let src = column_operands(Block { ptr: a, ..p.a }, Block { ptr: b.add(j0), ..p.b }, cols, mr, i0, count, rows);
                 let mut st = p.store(i0, j0, rows, cols, true, true);
                 st.c = c.offset(i0 as isize * p.c_rs + j0 as isize * p.c_cs);
                 run(k, &src, &st);
             }
         }
     }
+}
+
+/// The kernel calls that cover row panels `q0..q1` of a C `m` rows tall, as `(first row,
+/// tiles, rows per tile)`: the full tiles in one call, a partial last one (C's last rows) in
+/// another.
+fn column_calls(q0: usize, q1: usize, m: usize, mr: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let full = (m / mr).clamp(q0, q1);
+    [(q0 * mr, full - q0, mr), (full * mr, q1 - full, m.saturating_sub(full * mr))].into_iter().filter(|&(_, tiles, _)| tiles > 0)
+}
+
+/// The in-place operands of a column of `count` tiles, each `rows` tall (`rows` < MR only for
+/// a lone tile), from row `i0` of `a`, beside the strip of `b` that starts at `b.ptr`, `cols`
+/// lanes wide.
+fn column_operands<T>(a: Block<T>, b: Block<T>, cols: usize, mr: usize, i0: usize, count: usize, rows: usize) -> InPlaceOperands<T> {
+    let mut src = InPlaceOperands {
+        rows: [core::ptr::null(); MAX_MR],
+        a_k: a.cs,
+        b: b.ptr,
+        b_k: b.rs,
+        b_lanes: cols,
+        panels: count,
+        a_panel: mr as isize * a.rs,
+    };
+    // Rows past C's edge repeat its last row (read, never stored).
+    for (i, row) in src.rows.iter_mut().enumerate().take(mr) {
+        *row = a.ptr.wrapping_offset((i0 + i.min(rows - 1)) as isize * a.rs);
+    }
+    src
 }
 
 /// Columns of C accumulated at a time (a few KiB of stack).
@@ -197,4 +192,29 @@ unsafe fn direct<T: HasKernels>(p: &Problem<T>, fma: impl Fn(T, T, T) -> T + Cop
         }
     }
     sums::add_up(p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column_calls;
+
+    #[test]
+    fn column_calls_cover_each_row_once_full_tiles_first() {
+        for mr in [4usize, 6, 8] {
+            for m in 1usize..40 {
+                let panels = m.div_ceil(mr);
+                for q0 in 0..panels {
+                    for q1 in q0 + 1..=panels {
+                        let mut next = q0 * mr;
+                        for (i0, tiles, rows) in column_calls(q0, q1, m, mr) {
+                            assert_eq!(i0, next, "m {m} mr {mr} panels {q0}..{q1}");
+                            assert!(rows == mr || (tiles == 1 && 0 < rows && rows < mr));
+                            next += tiles * rows;
+                        }
+                        assert_eq!(next, (q1 * mr).min(m), "m {m} mr {mr} panels {q0}..{q1}");
+                    }
+                }
+            }
+        }
+    }
 }
