@@ -290,15 +290,18 @@ unsafe fn in_place_tiles<S: Simd, const MR: usize, const NV: usize, const EDGE: 
         }
     }
     let mut st = *st;
-    for _ in 0..panels {
+    for tile in 0..panels {
+        // (Moving on at the end of each tile instead, the last one's included, measured 5–10 %
+        // slower on (64,32,32) @ (32,32).)
+        if tile > 0 {
+            for row in rows.iter_mut().take(MR) {
+                *row = row.wrapping_offset(a_panel);
+            }
+            st.c = st.c.wrapping_offset(MR as isize * st.rs);
+            st.ep = st.ep.from(MR, 0);
+        }
         let acc = in_place_k_loop::<S, MR, NV, EDGE>(kc, &rows, a_k, b, b_k, &masks);
         store_tile::<S, MR, NV>(acc, &st);
-        // The next tile, MR rows down (wrapping: past the last one nothing is read).
-        for row in rows.iter_mut().take(MR) {
-            *row = row.wrapping_offset(a_panel);
-        }
-        st.c = st.c.wrapping_offset(MR as isize * st.rs);
-        st.ep = st.ep.from(MR, 0);
     }
 }
 
