@@ -2,7 +2,8 @@
 
 Each path is reached by the shape and strides that choose it (rust/core/src/gemm/plan.rs):
 vector products (C a row or a column: dots or columns form), outer products (k = 1), thin
-products along k (m or n at most 8, A's rows and B's columns along k), small products in
+products along k (m or n at most 8, A's rows and B's columns along k, or at most 4 with
+the short operand copied to run along k), small products in
 place (masked edges), batches planned once (a shared B stacked into one product) and the
 compiled call path itself. Values are checked against the float64 reference within the error
 bound of a length-k dot product (test_matmul.error_bound); results that must not depend on the
@@ -84,6 +85,28 @@ def test_thin_products_along_k(kernel, dtype, rng):
             w = operand(rng, (long_, k), dtype, "C")
             assert_matmul_close(matgrad.matmul(x, w.T), x, w.T)
             assert_matmul_close(matgrad.matmul(w, x.T), w, x.T)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_thin_products_with_few_columns(kernel, dtype, rng, restore_num_threads):
+    # A row-major A @ B a few columns wide, B in every layout (copied to run along k where it
+    # has at most 4 columns, k >= 128 and A >= 64 rows), and the transposed orientation; C
+    # pre-filled with NaN; the same bits on one thread and on two.
+    for short in (2, 3, 4, 5):
+        for long_, k in ((64, 128), (63, 300), (300, 127), (257, 1000)):
+            for t, layout in enumerate(LAYOUTS):
+                a = operand(rng, (long_, k), dtype, "C")
+                b = operand(rng, (k, short), dtype, layout)
+                got = []
+                for threads in (1, 2):
+                    matgrad.set_num_threads(threads)
+                    out = np.full((long_, short), np.nan, dtype)
+                    assert matgrad.matmul(a, b, out=out) is out
+                    assert_within_bound(out, a, b)
+                    got.append(out.tobytes())
+                assert got[0] == got[1], (long_, k, short, layout)
+                bt, at = b.T, operand(rng, (long_, k), dtype, LAYOUTS[(t + 1) % 4]).T
+                assert_matmul_close(matgrad.matmul(bt, at), bt, at)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

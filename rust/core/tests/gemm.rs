@@ -13,7 +13,7 @@ impl Lcg {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
     RowMajor,
     ColMajor,
@@ -689,6 +689,61 @@ fn thin_products_along_k() {
     let one = run(1);
     for t in [2, 3] {
         assert!(run(t) == one, "thin: results differ between 1 and {t} threads");
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
+/// Thin products whose short operand does not run along k (a row-major B a few columns wide,
+/// or a column-major A a few rows tall), copied so that it does: short sides 2…5 around the
+/// copy's limit of 4, k and the long side around theirs, the short operand in every layout
+/// (broadcast too), every epilogue and both sums; the same bits on any number of threads.
+#[test]
+fn thin_products_with_the_short_operand_copied() {
+    let short_layouts = [Layout::RowMajor, Layout::Padded, Layout::Reversed, Layout::Broadcast, Layout::ColMajor];
+    for isa in Isa::supported() {
+        for short in 2..=5 {
+            for (u, &(long, k)) in [(64, 128), (63, 200), (130, 131), (300, 127), (257, 300)].iter().enumerate() {
+                let seed = (short * 1000 + long + k) as u64;
+                let lb = short_layouts[(short + u) % short_layouts.len()];
+                // B's short side as the columns: a broadcast B is rows of one row, not columns.
+                let la = if lb == Layout::Broadcast { Layout::ColMajor } else { short_layouts[(short + u + 1) % 4] };
+                for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                    let epilogue = |m, n| Case {
+                        m,
+                        n,
+                        k,
+                        alpha: -0.5,
+                        beta: if t == 1 { 0.0 } else { 0.75 },
+                        bias,
+                        relu: t == 2,
+                        sums: t != 1,
+                        mask: t == 0,
+                    };
+                    // C = A B with B (k × short): A row-major or padded (its rows along k).
+                    let la_long = [Layout::RowMajor, Layout::Padded][t % 2];
+                    check::<f32>(&Case::plain(long, short, k), la_long, lb, LAYOUTS[t], isa, seed);
+                    check::<f64>(&epilogue(long, short), la_long, lb, LAYOUTS[t + 1], isa, seed + 1);
+                    // C = A B with A (short × k) in any layout and B column-major (its columns along k).
+                    check::<f64>(&Case::plain(short, long, k), la, Layout::ColMajor, LAYOUTS[t], isa, seed + 2);
+                    check::<f32>(&epilogue(short, long), la, Layout::ColMajor, LAYOUTS[t + 1], isa, seed + 3);
+                }
+            }
+        }
+    }
+    let (m, n, k) = (1000, 3, 301);
+    let mut rng = Lcg(45);
+    let a: Vec<f64> = (0..m * k).map(|_| rng.next()).collect();
+    let b: Vec<f64> = (0..k * n).map(|_| rng.next()).collect();
+    let run = |threads_n: usize| {
+        threads::set_num_threads(threads_n).unwrap();
+        let mut c = vec![f64::NAN; m * n];
+        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1));
+        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
+        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        assert!(run(t) == one, "thin, B copied: results differ between 1 and {t} threads");
     }
     threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }

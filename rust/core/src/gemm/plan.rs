@@ -9,7 +9,7 @@
 //! | packed    | precision high or medium without AMX                         | bfloat16 operands    |
 //! | vector    | m or n is 1                                                  | dots or columns      |
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
-//! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), A's rows and B's columns along k       | dot products         |
+//! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), the long side's operand along k, the short one too or copied (≤ 4) | dot products |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block), | A and B where they   |
 //! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |
@@ -66,7 +66,8 @@ pub(super) enum Path<T> {
     Vector,
     /// k = 1, C's rows contiguous (outer.rs).
     Outer,
-    /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, both operands contiguous along k (thin.rs).
+    /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, the long side's operand contiguous
+    /// along k, the short one too or copied so that it is (thin.rs).
     Thin,
     /// Rows of C a few at a time for products with short rows and a short k (tiny.rs).
     Tall,

@@ -1,13 +1,15 @@
-//! Thin products with both operands contiguous along k: C at most [`THIN_MAX`] rows (or
-//! columns) against a long side, as in torch's linear layer at a small batch (X Wᵀ with W
-//! stored (out, in): X's rows and W's rows both run along k).
+//! Thin products: C at most [`THIN_MAX`] rows (or columns) against a long side whose
+//! operand runs along k, as in torch's linear layer at a small batch (X Wᵀ with W stored
+//! (out, in): X's rows and W's rows both run along k), or a row-major `A B` with B a few
+//! columns wide (A's rows run along k; B's few columns are copied so that they do too).
 //!
 //! Packing would copy all of the long operand for a tile or two of C, and the micro-kernels
-//! cannot read its lanes in place (they are rows apart), so each element of C is a dot
-//! product instead: a block of long-side rows against every short-side row, vectors of
-//! partial sums along k, added up lane by lane in a fixed order at the end. The long operand
-//! is read once, in place; the short one stays in L1. Threads split the long side, never k,
-//! so every element is computed the same way on any number of threads.
+//! cannot read its lanes in place (they are rows apart) or, with B's few columns as their
+//! lanes, fill only a few lanes of each FMA; so each element of C is a dot product instead:
+//! a block of long-side rows against every short-side row, vectors of partial sums along k,
+//! added up lane by lane in a fixed order at the end. The long operand is read once, in
+//! place; the short one stays in L1. Threads split the long side, never k, so every element
+//! is computed the same way on any number of threads.
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
@@ -15,6 +17,7 @@ use super::kernel::{run_on, Simd, SimdWork};
 use super::problem::Problem;
 use super::sums;
 use super::vector::sum_lanes;
+use crate::buffers::with_scratch;
 use crate::element::Element;
 use crate::threads::Team;
 
@@ -22,6 +25,16 @@ use crate::threads::Team;
 pub(super) const THIN_MAX: usize = 8;
 /// Long-side rows per task when the threads split a product.
 const TASK_ROWS: usize = 64;
+/// A short operand that does not run along k is copied so that it does where it has at most
+/// this many rows, the long side at least [`COPY_MIN_LONG`] (the copy is then at most a
+/// sixteenth of the long operand's reads) and k at least [`COPY_MIN_K`] (each dot product
+/// then outweighs adding up its lanes). There the micro-kernels would fill a quarter of each
+/// FMA's lanes or less (n = 4 of 16 f32 lanes); at 5–8 rows they fill half of them or more and
+/// are faster (Zen 4, 2 threads, 1024 × 8 × 1024: f32 91 against 78 GFLOP/s copied, f64 92
+/// against 42: the dots' eight short rows no longer stay in L1; docs/measurements.md).
+pub(super) const COPY_MAX_SHORT: usize = 4;
+pub(super) const COPY_MIN_LONG: usize = 64;
+pub(super) const COPY_MIN_K: usize = 128;
 
 /// `C[s, l] = Σ_p short(s, p) long(l, p)` (in C's own orientation when `short_is_rows`).
 #[derive(Clone, Copy)]
@@ -30,6 +43,8 @@ pub(crate) struct Thin<T> {
     pub short: *const T,
     pub short_rows: usize,
     pub short_rs: isize,
+    /// The short operand's stride along k (1 once copied).
+    pub short_ks: isize,
     pub long: *const T,
     pub long_rows: usize,
     pub long_rs: isize,
@@ -45,20 +60,27 @@ pub(crate) struct Thin<T> {
 unsafe impl<T: Sync> Sync for Thin<T> {}
 
 impl<T: Element> Thin<T> {
-    /// Whether `p` is a thin product with both operands contiguous along k.
+    /// Whether `p` is a thin product: the long side's operand contiguous along k, and the
+    /// short side's too, or worth copying so that it is ([`COPY_MIN_LONG`], [`COPY_MIN_K`]).
     pub fn fits(p: &Problem<T>) -> bool {
         let short = p.m.min(p.n);
-        p.a.cs == 1 && p.b.rs == 1 && (2..=THIN_MAX).contains(&short) && p.k >= 8
+        if !(2..=THIN_MAX).contains(&short) || p.k < 8 {
+            return false;
+        }
+        let (a_along_k, b_along_k) = (p.a.cs == 1, p.b.rs == 1);
+        let (long_along_k, short_along_k, long) = if p.m <= p.n { (b_along_k, a_along_k, p.n) } else { (a_along_k, b_along_k, p.m) };
+        long_along_k && (short_along_k || (short <= COPY_MAX_SHORT && long >= COPY_MIN_LONG && p.k >= COPY_MIN_K))
     }
 
     fn of(p: &Problem<T>) -> Thin<T> {
         let ep = p.ep.for_k_block(true, true);
-        // A's rows run along k (a.cs == 1), and so do B's columns (b.rs == 1).
-        let (a_rows, b_cols) = ((p.a.ptr, p.m, p.a.rs), (p.b.ptr, p.n, p.b.cs));
+        // A's rows, and B's columns: (pointer, count, stride between them, stride along k).
+        let (a_rows, b_cols) = ((p.a.ptr, p.m, p.a.rs, p.a.cs), (p.b.ptr, p.n, p.b.cs, p.b.rs));
         let short_is_rows = p.m <= p.n;
-        let ((short, short_rows, short_rs), (long, long_rows, long_rs)) = if short_is_rows { (a_rows, b_cols) } else { (b_cols, a_rows) };
+        let ((short, short_rows, short_rs, short_ks), (long, long_rows, long_rs, _)) =
+            if short_is_rows { (a_rows, b_cols) } else { (b_cols, a_rows) };
         let (c_short, c_long) = if short_is_rows { (p.c_rs, p.c_cs) } else { (p.c_cs, p.c_rs) };
-        Thin { k: p.k, short, short_rows, short_rs, long, long_rows, long_rs, c: p.c, c_short, c_long, short_is_rows, ep }
+        Thin { k: p.k, short, short_rows, short_rs, short_ks, long, long_rows, long_rs, c: p.c, c_short, c_long, short_is_rows, ep }
     }
 
     #[inline(always)]
@@ -75,11 +97,35 @@ impl<T: Element> Thin<T> {
 pub(super) unsafe fn thin<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) {
     sums::add_up(p);
     let t = Thin::of(p);
-    let tasks = t.long_rows.div_ceil(TASK_ROWS);
-    team.run_ranges(tasks, 1, |range| {
-        let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(t.long_rows);
-        thin_on(isa, &t, rows)
+    if t.short_ks == 1 {
+        return t.run(isa, team);
+    }
+    // The short operand's rows along k, copied once (at most THIN_MAX · k elements); read
+    // along k in the outer loop, so that a row-major B's rows are read front to back.
+    let (rows, k) = (t.short_rows, t.k);
+    with_scratch::<T, _>(rows * k, |copy| {
+        for q in 0..k {
+            for s in 0..rows {
+                copy[s * k + q] = *t.short.offset(s as isize * t.short_rs + q as isize * t.short_ks);
+            }
+        }
+        Thin { short: copy.as_ptr(), short_rs: k as isize, short_ks: 1, ..t }.run(isa, team)
     })
+}
+
+impl<T: Element> Thin<T> {
+    /// The product, its short operand contiguous along k, on `team`.
+    ///
+    /// SAFETY: as for [`Problem::run`], for the operands `self` describes.
+    unsafe fn run(&self, isa: Isa, team: &Team) {
+        let t = self;
+        debug_assert_eq!(t.short_ks, 1);
+        let tasks = t.long_rows.div_ceil(TASK_ROWS);
+        team.run_ranges(tasks, 1, |range| {
+            let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(t.long_rows);
+            thin_on(isa, t, rows)
+        })
+    }
 }
 
 /// Long-side rows `rows` of a thin product, as [`SimdWork`].
