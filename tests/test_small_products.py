@@ -3,7 +3,8 @@
 Each path is reached by the shape and strides that choose it (rust/core/src/gemm/plan.rs):
 vector products (C a row or a column: dots or columns form), outer products (k = 1), thin
 products along k (m or n at most 8, A's rows and B's columns along k, or at most 4 with
-the short operand copied to run along k), small products in
+the short operand copied to run along k), a few rows of C against a big B (rows of B
+streamed), small products in
 place (masked edges), batches planned once (a shared B stacked into one product) and the
 compiled call path itself. Values are checked against the float64 reference within the error
 bound of a length-k dot product (test_matmul.error_bound); results that must not depend on the
@@ -107,6 +108,29 @@ def test_thin_products_with_few_columns(kernel, dtype, rng, restore_num_threads)
                 assert got[0] == got[1], (long_, k, short, layout)
                 bt, at = b.T, operand(rng, (long_, k), dtype, LAYOUTS[(t + 1) % 4]).T
                 assert_matmul_close(matgrad.matmul(bt, at), bt, at)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_few_rows_against_a_big_b(kernel, dtype, rng, restore_num_threads):
+    # C 2…5 rows tall against a B with contiguous rows bigger than L2 (gemm/few_rows.rs up
+    # to 4 rows): A in every layout, C pre-filled with NaN, a linear layer's bias, the same
+    # bits on one thread and on two.
+    for m in (2, 3, 4, 5):
+        for t, (k, n) in enumerate(((600, 1030), (1100, 513), (2100, 130))):
+            a = operand(rng, (m, k), dtype, LAYOUTS[(m + t) % 4])
+            b = operand(rng, (k, n), dtype, "C")
+            got = []
+            for threads in (1, 2):
+                matgrad.set_num_threads(threads)
+                out = np.full((m, n), np.nan, dtype)
+                assert matgrad.matmul(a, b, out=out) is out
+                assert_within_bound(out, a, b)
+                got.append(out.tobytes())
+            assert got[0] == got[1], (m, k, n)
+            bias = rng.standard_normal(n).astype(dtype)
+            y = matgrad.linear(a, b, bias)
+            np.testing.assert_allclose(y, a.astype(np.float64) @ b + bias, rtol=0,
+                                       atol=4 * k * np.finfo(dtype).eps * (np.abs(a) @ np.abs(b) + np.abs(bias)).max())
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -748,6 +748,57 @@ fn thin_products_with_the_short_operand_copied() {
     threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }
 
+/// A few rows of C (2…4; 5 takes the kernels) against a B with contiguous rows too big for
+/// L2, whose rows the kernel streams (gemm/few_rows.rs): n around the tasks' 64 columns and
+/// the buffer's blocks (512 and 1024 columns), A in every layout, every epilogue and both
+/// sums; the same bits on any number of threads.
+#[test]
+fn few_rows_against_a_big_b() {
+    let l2 = CacheSizes::get().l2;
+    for isa in Isa::supported() {
+        for m in 2..=5 {
+            for (u, &n) in [64, 130, 513, 1030].iter().enumerate() {
+                let k_for = |size: usize| l2 / (n * size) + 1 + u;
+                let seed = (m * 10_000 + n) as u64;
+                let la = [Layout::RowMajor, Layout::ColMajor, Layout::Reversed, Layout::Broadcast, Layout::Padded][(m + u) % 5];
+                let lb = [Layout::RowMajor, Layout::Padded][u % 2];
+                for (t, &bias) in [None, Some(BiasAxis::Columns), Some(BiasAxis::Rows)].iter().enumerate() {
+                    let case = |k| Case {
+                        m,
+                        n,
+                        k,
+                        alpha: 1.5,
+                        beta: if t == 1 { 0.0 } else { -1.0 },
+                        bias,
+                        relu: t == 0,
+                        sums: t != 2,
+                        mask: t == 1,
+                    };
+                    check::<f32>(&Case::plain(m, n, k_for(4)), la, lb, LAYOUTS[t], isa, seed);
+                    check::<f64>(&case(k_for(8)), la, lb, LAYOUTS[t + 1], isa, seed + 1);
+                }
+            }
+        }
+    }
+    let (m, n, k) = (3, 1100, 300);
+    let mut rng = Lcg(46);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
+    assert!(k * n * 4 >= l2, "B is bigger than L2");
+    let run = |threads_n: usize| {
+        threads::set_num_threads(threads_n).unwrap();
+        let mut c = vec![f32::NAN; m * n];
+        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1));
+        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
+        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        assert!(run(t) == one, "few rows: results differ between 1 and {t} threads");
+    }
+    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+}
+
 /// Outer products (k = 1): C a row at a time (row-major C and B) and the other paths (other
 /// layouts), around the vector widths, with every epilogue and both sums.
 #[test]

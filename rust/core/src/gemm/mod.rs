@@ -26,6 +26,7 @@ mod batch;
 mod blocking;
 mod dispatch;
 mod epilogue;
+mod few_rows;
 mod kernel;
 mod loops;
 mod outer;

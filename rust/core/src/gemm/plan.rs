@@ -10,6 +10,7 @@
 //! | vector    | m or n is 1                                                  | dots or columns      |
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), the long side's operand along k, the short one too or copied (≤ 4) | dot products |
+//! | few rows  | 2 ≤ m ≤ 4, B's rows contiguous and beyond L2                 | rows of B streamed   |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block), | A and B where they   |
 //! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |
@@ -22,6 +23,7 @@
 
 use super::blocking::{Blocking, CacheSizes};
 use super::dispatch::{HasKernels, Isa};
+use super::few_rows;
 use super::kernel::{InPlaceKernelFn, MicroKernel};
 use super::outer::Outer;
 use super::precision::Precision;
@@ -69,6 +71,9 @@ pub(super) enum Path<T> {
     /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, the long side's operand contiguous
     /// along k, the short one too or copied so that it is (thin.rs).
     Thin,
+    /// C 2 to [`FEW_ROWS_MAX`](super::few_rows::FEW_ROWS_MAX) rows tall against a B with contiguous
+    /// rows, too big for L2: rows of B streamed (few_rows.rs).
+    FewRows,
     /// Rows of C a few at a time for products with short rows and a short k (tiny.rs).
     Tall,
     /// A plain loop over C, for tiny products whose B the kernels cannot read in place.
@@ -112,6 +117,8 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::Outer
     } else if Thin::fits(p) {
         Path::Thin
+    } else if few_rows::fits(p, caches.l2) {
+        Path::FewRows
     } else if tiny::fits_tall(p) {
         Path::Tall
     } else if in_place_pays(p, &kernel, blocking.kc, caches.l2) {

@@ -7,7 +7,7 @@ use super::kernel::TileStore;
 use super::pack::Block;
 use super::plan::{plan, Path, Plan};
 use super::precision::Precision;
-use super::{outer, small, sums, thin, tiny, vector, Gemm};
+use super::{few_rows, outer, small, sums, thin, tiny, vector, Gemm};
 use crate::element::ElementKind;
 use crate::threads::{self, Team};
 
@@ -161,6 +161,7 @@ impl<T: HasKernels> Problem<T> {
             Path::Vector => vector::gemv(self, isa, team),
             Path::Outer => outer::outer(self, isa, team),
             Path::Thin => thin::thin(self, isa, team),
+            Path::FewRows => few_rows::few_rows(self, isa, team),
             Path::Tall => tiny::tall(self, isa, team),
             Path::Direct => small::gemm_direct(self, isa),
             Path::InPlace(run) => small::gemm_in_place(self, &plan.kernel, run, plan.blocking.kc, team),
