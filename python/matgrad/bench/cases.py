@@ -31,12 +31,13 @@ SHAPED = (
     ("vec@vec", (1024,), (1024,)),
     ("thin", (1024, 1024), (1024, 4)),
     ("thin", (8, 4096), (4096, 8)),
+    ("thin", (4, 1024), (1024, 1024)),
     ("batched", (1000, 4, 4), (1000, 4, 4)),
     ("batched", (256, 16, 16), (256, 16, 16)),
     ("batched", (64, 32, 32), (64, 32, 32)),
     ("broadcast", (64, 32, 32), (32, 32)),
 )
-QUICK_SHAPED = (SHAPED[0], SHAPED[2], SHAPED[3], SHAPED[5], SHAPED[6], SHAPED[9])
+QUICK_SHAPED = (SHAPED[0], SHAPED[2], SHAPED[3], SHAPED[5], SHAPED[7], SHAPED[10])
 #: Sizes of the float32 products at precision "high" and "medium".
 PRECISION_SIZES = (1024, 2048, 4096)
 #: The linear layer at the batches of inference: (batch, in, out).

@@ -362,8 +362,9 @@ fn unpacked_and_packed_paths_give_the_same_bits() {
             let mut rng = Lcg(11);
             let a = Stored::<f64>::new(m, k, Layout::RowMajor, &mut rng);
             let b_rows = Stored::<f64>::new(k, n, Layout::RowMajor, &mut rng);
-            // The same B with every other element (column stride 2, rows 2n apart), which only
-            // packing reads (column-major B would take the thin path's dot products instead).
+            // The same B with every other element (column stride 2, rows 2n apart), which
+            // packing reads, or, for products small enough for one thread, a copy of it in
+            // contiguous rows (column-major B would take the thin path's dot products instead).
             let mut b_cols = vec![0f64; 2 * k * n];
             for p in 0..k {
                 for j in 0..n {

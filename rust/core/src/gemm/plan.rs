@@ -16,6 +16,7 @@
 //! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |
 //! |           | (C ≤ [`SKINNY_TILES`] tiles wide or tall, reads streaming)   |                      |
 //! | direct    | m·n·k ≤ [`DIRECT_MAX_WORK`] (B's rows not contiguous)        | a plain loop         |
+//! | B copied  | small as above, and serial (B's rows not contiguous)         | B's rows copied, then in place |
 //! | packed    | everything else                                              | the five loops       |
 //!
 //! Products under [`PARALLEL_MIN_WORK`] multiply-adds and [`PARALLEL_MIN_OUTPUTS`] elements of
@@ -80,6 +81,8 @@ pub(super) enum Path<T> {
     Direct,
     /// The micro-kernel reading A and B where they lie.
     InPlace(InPlaceKernelFn<T>),
+    /// A small product's B copied into contiguous rows, then [`Path::InPlace`].
+    InPlaceCopyingB(InPlaceKernelFn<T>),
     /// Float32 at precision high or medium on the matrix engine (amx/).
     Amx,
     /// The five loops around the micro-kernel on packed panels.
@@ -125,6 +128,8 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::InPlace(kernel.run_in_place)
     } else if work <= DIRECT_MAX_WORK {
         Path::Direct
+    } else if work < PARALLEL_MIN_WORK && is_small(p, &kernel, blocking.kc) {
+        Path::InPlaceCopyingB(kernel.run_in_place)
     } else {
         Path::Packed
     };
@@ -148,6 +153,14 @@ fn amx_serves(isa: Isa) -> bool {
     };
 }
 
+/// Whether `p` is small enough to run in place whatever it costs to get B's rows contiguous:
+/// at most [`IN_PLACE_MAX_WORK`] (or [`IN_PLACE_MAX_WORK_AVX512`]) multiply-adds, k within
+/// one KC block.
+fn is_small<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize) -> bool {
+    let small_max = if kern.isa == Isa::Avx512 { IN_PLACE_MAX_WORK_AVX512 } else { IN_PLACE_MAX_WORK };
+    p.m * p.n * p.k <= small_max && p.k <= kc
+}
+
 /// Whether the kernel should read the operands in place rather than packed: when B's lanes
 /// are contiguous and packing would not repay its copy. A small product (within one KC block)
 /// costs less than packing it; a short one (C at most [`SHORT_PANELS`] tiles tall, B smaller
@@ -159,8 +172,7 @@ fn in_place_pays<T: HasKernels>(p: &Problem<T>, kern: &MicroKernel<T>, kc: usize
     if p.b.cs != 1 {
         return false;
     }
-    let small_max = if kern.isa == Isa::Avx512 { IN_PLACE_MAX_WORK_AVX512 } else { IN_PLACE_MAX_WORK };
-    if m * n * k <= small_max && k <= kc {
+    if is_small(p, kern, kc) {
         return true;
     }
     let size = core::mem::size_of::<T>();

@@ -165,6 +165,7 @@ impl<T: HasKernels> Problem<T> {
             Path::Tall => tiny::tall(self, isa, team),
             Path::Direct => small::gemm_direct(self, isa),
             Path::InPlace(run) => small::gemm_in_place(self, &plan.kernel, run, plan.blocking.kc, team),
+            Path::InPlaceCopyingB(run) => small::gemm_in_place_copying_b(self, &plan.kernel, run, plan.blocking.kc, team),
             Path::Packed => self.run_packed(&plan.kernel, plan.blocking, team),
         }
     }
