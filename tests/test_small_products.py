@@ -112,11 +112,11 @@ def test_thin_products_with_few_columns(kernel, dtype, rng, restore_num_threads)
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_few_rows_against_a_big_b(kernel, dtype, rng, restore_num_threads):
-    # C 2…5 rows tall against a B with contiguous rows bigger than L2 (gemm/few_rows.rs up
-    # to 4 rows): A in every layout, C pre-filled with NaN, a linear layer's bias, the same
-    # bits on one thread and on two.
-    for m in (2, 3, 4, 5):
-        for t, (k, n) in enumerate(((600, 1030), (1100, 513), (2100, 130))):
+    # C 2…17 rows tall against a B with contiguous rows bigger than L2 (gemm/few_rows.rs: up
+    # to 4 rows, up to 16 on AVX-512 past 4 MiB, in passes of 8): A in every layout, C
+    # pre-filled with NaN, a linear layer's bias, the same bits on one thread and on two.
+    for m in (2, 3, 4, 5, 8, 9, 16, 17):
+        for t, (k, n) in enumerate(((600, 1030), (1100, 513), (2100, 130), (1030, 1100))):
             a = operand(rng, (m, k), dtype, LAYOUTS[(m + t) % 4])
             b = operand(rng, (k, n), dtype, "C")
             got = []

@@ -751,12 +751,22 @@ fn thin_products_with_the_short_operand_copied() {
 
 /// A few rows of C (2…4; 5 takes the kernels) against a B with contiguous rows too big for
 /// L2, whose rows the kernel streams (gemm/few_rows.rs): n around the tasks' 64 columns and
-/// the buffer's blocks (512 and 1024 columns), A in every layout, every epilogue and both
-/// sums; the same bits on any number of threads.
+/// the buffer's blocks (256, 512 and 1024 columns), A in every layout, every epilogue and both
+/// sums; and 5…17 rows against a B past 4 MiB (up to 16 on AVX-512, in passes of at most 8
+/// rows); the same bits on any number of threads.
 #[test]
 fn few_rows_against_a_big_b() {
     let l2 = CacheSizes::get().l2;
     for isa in Isa::supported() {
+        for m in [5, 8, 9, 16, 17] {
+            for (t, &n) in [300, 1030].iter().enumerate() {
+                let k_past = |size: usize| (4 << 20) / (n * size) + 5;
+                let la = [Layout::RowMajor, Layout::ColMajor][t];
+                let case = |k| Case { bias: Some(BiasAxis::Columns), relu: true, sums: true, ..Case::plain(m, n, k) };
+                check::<f32>(&case(k_past(4)), la, Layout::RowMajor, LAYOUTS[m % 4], isa, (m + n) as u64);
+                check::<f64>(&Case::plain(m, n, k_past(8)), la, Layout::Padded, LAYOUTS[t], isa, (m * n) as u64);
+            }
+        }
         for m in 2..=5 {
             for (u, &n) in [64, 130, 513, 1030].iter().enumerate() {
                 let k_for = |size: usize| l2 / (n * size) + 1 + u;
@@ -781,11 +791,11 @@ fn few_rows_against_a_big_b() {
             }
         }
     }
-    let (m, n, k) = (3, 1100, 300);
+    let (m, n, k) = (11, 1100, 1000);
     let mut rng = Lcg(46);
     let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
     let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
-    assert!(k * n * 4 >= l2, "B is bigger than L2");
+    assert!(k * n * 4 > 4 << 20, "B is bigger than 4 MiB");
     let run = |threads_n: usize| {
         threads::set_num_threads(threads_n).unwrap();
         let mut c = vec![f32::NAN; m * n];

@@ -11,6 +11,7 @@
 //! every element of C adds `A[i, p] B[p, j]` for p ascending, fused, whatever the block or
 //! group. Threads split the columns, never k, so the bits do not depend on the thread count.
 
+use super::blocking::CacheSizes;
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
 use super::kernel::{run_on, Simd, SimdWork};
@@ -19,11 +20,18 @@ use super::sums;
 use crate::element::Element;
 use crate::threads::Team;
 
-/// The most rows of C this path takes (m = 1 is a vector product). With more, the buffer's
-/// loads and stores outweigh the FMAs they feed, and the micro-kernels fill most of their
-/// tiles' rows: slower here at m = 8 (Zen 4, 2 threads, 8 × 1024 × 1024 f32 108 against 206
-/// GFLOP/s; docs/measurements.md).
+/// The most rows of C this path takes (m = 1 is a vector product) against any B beyond L2.
+/// With more, the micro-kernels fill most of their tiles' rows and read B in place faster
+/// (Zen 4, 2 threads, 8 × 1024 × 1024 f32 206 against 154 GFLOP/s here); but where B is too
+/// big for them to read in place (`FAR_ROWS_MAX_BYTES`) and would be packed for a few rows,
+/// up to [`FEW_ROWS_MAX_PACKED`] rows take this path while B fits half of L3, in passes of
+/// at most 8 rows (AVX-512: 8 × 1024 × 1024 f64 50 → 79 GFLOP/s, 8 × 2048 × 1024 f64 39 → 61,
+/// 8 × 2048 × 2048 f32 75 → 95; from memory, 8 × 4096 × 4096, packing was as fast for f64
+/// and faster for f32; docs/measurements.md).
 pub(super) const FEW_ROWS_MAX: usize = 4;
+pub(super) const FEW_ROWS_MAX_PACKED: usize = 16;
+/// The most rows one pass over B computes (the kernel's widest block of rows).
+const PASS_ROWS: usize = 8;
 /// Elements of C a block's buffer holds (all its rows together): 8 KiB f32, 16 KiB f64, half
 /// of L1 or less, beside the rows of B streaming through.
 const BUFFER: usize = 2048;
@@ -51,12 +59,15 @@ struct FewRows<T> {
 // SAFETY: read by the threads of one product, which write disjoint columns of C.
 unsafe impl<T: Sync> Sync for FewRows<T> {}
 
-/// Whether `p` is a few rows of C against a B with contiguous rows too big for L2 (`l2`
-/// bytes), where the micro-kernels' column tiles would read its rows far apart (or pack it).
-/// (With B in L2 they were as fast or faster: 4 × 256 × 784 f32 108 against 97 GFLOP/s.)
-pub(super) fn fits<T: HasKernels>(p: &Problem<T>, l2: usize) -> bool {
+/// Whether `p` is a few rows of C against a B with contiguous rows too big for L2, where the
+/// micro-kernels' column tiles would read its rows far apart (with B in L2 they were as fast
+/// or faster: 4 × 256 × 784 f32 108 against 97 GFLOP/s), or, for up to
+/// [`FEW_ROWS_MAX_PACKED`] rows with 32 vector registers (`wide`), where they would pack a
+/// B bigger than `packed_from` bytes that fits half of L3. `caches` are the machine's.
+pub(super) fn fits<T: HasKernels>(p: &Problem<T>, caches: CacheSizes, packed_from: usize, wide: bool) -> bool {
     let b_bytes = p.k * p.n * core::mem::size_of::<T>();
-    (2..=FEW_ROWS_MAX).contains(&p.m) && p.b.cs == 1 && p.n >= TASK_COLUMNS && p.k >= 16 && b_bytes >= l2
+    let rows = if wide && b_bytes > packed_from && b_bytes <= caches.l3 / 2 { FEW_ROWS_MAX_PACKED } else { FEW_ROWS_MAX };
+    (2..=rows).contains(&p.m) && p.b.cs == 1 && p.n >= TASK_COLUMNS && p.k >= 16 && b_bytes >= caches.l2
 }
 
 /// Computes `p` (see [`fits`]) on `team`.
@@ -64,24 +75,30 @@ pub(super) fn fits<T: HasKernels>(p: &Problem<T>, l2: usize) -> bool {
 /// SAFETY: as for [`Problem::run`].
 pub(super) unsafe fn few_rows<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) {
     sums::add_up(p);
-    let f = FewRows {
-        m: p.m,
-        n: p.n,
-        k: p.k,
-        a: p.a.ptr,
-        a_rs: p.a.rs,
-        a_cs: p.a.cs,
-        b: p.b.ptr,
-        b_rs: p.b.rs,
-        c: p.c,
-        c_rs: p.c_rs,
-        c_cs: p.c_cs,
-        ep: p.ep.for_k_block(true, true),
-    };
-    team.run_ranges(f.n.div_ceil(TASK_COLUMNS), 1, |range| {
-        let cols = range.start * TASK_COLUMNS..(range.end * TASK_COLUMNS).min(f.n);
-        run_on(isa, T::KIND, &Columns { f: &f, cols })
-    })
+    // More rows than the kernel keeps: passes of 8 rows and one of the rest, each reading B
+    // again (from L3: B fits half of it). (Equal passes, 6 + 6 rows, cost two 8-row passes;
+    // 8 + 4 less: the 4-row kernel takes half the time of the 8-row one.)
+    for r0 in (0..p.m).step_by(PASS_ROWS) {
+        let rows = p.rows(r0, (r0 + PASS_ROWS).min(p.m));
+        let f = FewRows {
+            m: rows.m,
+            n: rows.n,
+            k: rows.k,
+            a: rows.a.ptr,
+            a_rs: rows.a.rs,
+            a_cs: rows.a.cs,
+            b: rows.b.ptr,
+            b_rs: rows.b.rs,
+            c: rows.c,
+            c_rs: rows.c_rs,
+            c_cs: rows.c_cs,
+            ep: rows.ep.for_k_block(true, true),
+        };
+        team.run_ranges(f.n.div_ceil(TASK_COLUMNS), 1, |range| {
+            let cols = range.start * TASK_COLUMNS..(range.end * TASK_COLUMNS).min(f.n);
+            run_on(isa, T::KIND, &Columns { f: &f, cols })
+        })
+    }
 }
 
 /// Columns `cols` of a product, as [`SimdWork`].
@@ -95,12 +112,14 @@ impl<T: Element> SimdWork for Columns<'_, T> {
     unsafe fn run<S: Simd>(&self) {
         // (S::T is T: the caller's promise.)
         let f = &*(self.f as *const FewRows<T>).cast::<FewRows<S::T>>();
-        // R rows of broadcasts for G k steps, R accumulators and a row of B in registers.
-        match (f.m == 2, S::REGISTERS >= 32) {
-            (true, true) => blocks::<S, 2, 8>(f, self.cols.clone()),
-            (false, true) => blocks::<S, 4, 4>(f, self.cols.clone()),
-            (true, false) => blocks::<S, 2, 4>(f, self.cols.clone()),
-            (false, false) => blocks::<S, 4, 2>(f, self.cols.clone()),
+        // R rows of broadcasts for G k steps, R accumulators and a row of B in registers (at
+        // R = 8 the broadcasts are read from L1 by the FMAs, as memory operands).
+        match (f.m, S::REGISTERS >= 32) {
+            (..=2, true) => blocks::<S, 2, 8>(f, self.cols.clone()),
+            (3..=4, true) => blocks::<S, 4, 4>(f, self.cols.clone()),
+            (_, true) => blocks::<S, 8, 4>(f, self.cols.clone()),
+            (..=2, false) => blocks::<S, 2, 4>(f, self.cols.clone()),
+            (_, false) => blocks::<S, 4, 2>(f, self.cols.clone()),
         }
     }
 }
