@@ -53,6 +53,19 @@ KS = (1, 2, 7, 8, 16, 17, 33, 64, 130)
 LAYOUTS = ("C", "F", "neg", "step")
 
 
+def assert_same_bits_on_one_and_two_threads(a, b, what):
+    """``a @ b`` into a NaN-filled ``out`` on one thread and on two: within the error bound,
+    ``out`` returned, and the same bits both times (``what`` names the case)."""
+    got = []
+    for threads in (1, 2):
+        matgrad.set_num_threads(threads)
+        out = np.full(a.shape[:-1] + b.shape[-1:], np.nan, a.dtype)
+        assert matgrad.matmul(a, b, out=out) is out
+        assert_within_bound(out, a, b)
+        got.append(out.tobytes())
+    assert got[0] == got[1], what
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_shapes_around_the_tiles(kernel, dtype, rng):
     for t, m in enumerate(SIZES):
@@ -98,14 +111,7 @@ def test_thin_products_with_few_columns(kernel, dtype, rng, restore_num_threads)
             for t, layout in enumerate(LAYOUTS):
                 a = operand(rng, (long_, k), dtype, "C")
                 b = operand(rng, (k, short), dtype, layout)
-                got = []
-                for threads in (1, 2):
-                    matgrad.set_num_threads(threads)
-                    out = np.full((long_, short), np.nan, dtype)
-                    assert matgrad.matmul(a, b, out=out) is out
-                    assert_within_bound(out, a, b)
-                    got.append(out.tobytes())
-                assert got[0] == got[1], (long_, k, short, layout)
+                assert_same_bits_on_one_and_two_threads(a, b, (long_, k, short, layout))
                 bt, at = b.T, operand(rng, (long_, k), dtype, LAYOUTS[(t + 1) % 4]).T
                 assert_matmul_close(matgrad.matmul(bt, at), bt, at)
 
@@ -119,14 +125,7 @@ def test_few_rows_against_a_big_b(kernel, dtype, rng, restore_num_threads):
         for t, (k, n) in enumerate(((600, 1030), (1100, 513), (2100, 130), (1030, 1100))):
             a = operand(rng, (m, k), dtype, LAYOUTS[(m + t) % 4])
             b = operand(rng, (k, n), dtype, "C")
-            got = []
-            for threads in (1, 2):
-                matgrad.set_num_threads(threads)
-                out = np.full((m, n), np.nan, dtype)
-                assert matgrad.matmul(a, b, out=out) is out
-                assert_within_bound(out, a, b)
-                got.append(out.tobytes())
-            assert got[0] == got[1], (m, k, n)
+            assert_same_bits_on_one_and_two_threads(a, b, (m, k, n))
             bias = rng.standard_normal(n).astype(dtype)
             y = matgrad.linear(a, b, bias)
             np.testing.assert_allclose(y, a.astype(np.float64) @ b + bias, rtol=0,
@@ -192,14 +191,7 @@ def test_tall_products_with_a_tiny_k(kernel, dtype, rng, restore_num_threads):
         for la in LAYOUTS:
             lb = "C" if la != "step" else LAYOUTS[t % 4]
             a, b = operand(rng, (m, k), dtype, la), operand(rng, (k, n), dtype, lb)
-            got = []
-            for threads in (1, 2):
-                matgrad.set_num_threads(threads)
-                out = np.full((m, n), np.nan, dtype)
-                assert matgrad.matmul(a, b, out=out) is out
-                assert_within_bound(out, a, b)
-                got.append(out.tobytes())
-            assert got[0] == got[1], (m, k, n, la, lb)
+            assert_same_bits_on_one_and_two_threads(a, b, (m, k, n, la, lb))
 
 
 def _bits(x):

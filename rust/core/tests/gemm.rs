@@ -676,22 +676,7 @@ fn thin_products_along_k() {
             }
         }
     }
-    let (m, n, k) = (6, 1000, 301);
-    let mut rng = Lcg(44);
-    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
-    let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
-    let run = |threads_n: usize| {
-        threads::set_num_threads(threads_n).unwrap();
-        let mut c = vec![f32::NAN; m * n];
-        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, 1, k as isize));
-        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
-        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
-    let one = run(1);
-    for t in [2, 3] {
-        assert!(run(t) == one, "thin: results differ between 1 and {t} threads");
-    }
-    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+    same_bits_on_any_thread_count::<f32>("thin", (6, 1000, 301), Layout::ColMajor, 44);
 }
 
 /// Thin products whose short operand does not run along k (a row-major B a few columns wide,
@@ -731,22 +716,7 @@ fn thin_products_with_the_short_operand_copied() {
             }
         }
     }
-    let (m, n, k) = (1000, 3, 301);
-    let mut rng = Lcg(45);
-    let a: Vec<f64> = (0..m * k).map(|_| rng.next()).collect();
-    let b: Vec<f64> = (0..k * n).map(|_| rng.next()).collect();
-    let run = |threads_n: usize| {
-        threads::set_num_threads(threads_n).unwrap();
-        let mut c = vec![f64::NAN; m * n];
-        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1));
-        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
-        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
-    let one = run(1);
-    for t in [2, 3] {
-        assert!(run(t) == one, "thin, B copied: results differ between 1 and {t} threads");
-    }
-    threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
+    same_bits_on_any_thread_count::<f64>("thin, B copied", (1000, 3, 301), Layout::RowMajor, 45);
 }
 
 /// A few rows of C (2…4; 5 takes the kernels) against a B with contiguous rows too big for
@@ -791,21 +761,25 @@ fn few_rows_against_a_big_b() {
             }
         }
     }
-    let (m, n, k) = (11, 1100, 1000);
-    let mut rng = Lcg(46);
-    let a: Vec<f32> = (0..m * k).map(|_| rng.next() as f32).collect();
-    let b: Vec<f32> = (0..k * n).map(|_| rng.next() as f32).collect();
-    assert!(k * n * 4 > 4 << 20, "B is bigger than 4 MiB");
+    // (B of 4.2 MiB: the passes of 8 rows on AVX-512.)
+    same_bits_on_any_thread_count::<f32>("few rows", (11, 1100, 1000), Layout::RowMajor, 46);
+}
+
+/// C = A B for a row-major A (m × k) and B (k × n) stored as `lb`, on 1, 2 and 3 threads:
+/// the same bits each time (`what` names the path).
+fn same_bits_on_any_thread_count<T: HasKernels>(what: &str, (m, n, k): (usize, usize, usize), lb: Layout, seed: u64) {
+    let mut rng = Lcg(seed);
+    let a = Stored::<T>::new(m, k, Layout::RowMajor, &mut rng);
+    let b = Stored::<T>::new(k, n, lb, &mut rng);
     let run = |threads_n: usize| {
         threads::set_num_threads(threads_n).unwrap();
-        let mut c = vec![f32::NAN; m * n];
-        let (a, b) = (MatRef::from_slice(&a, 0, m, k, k as isize, 1), MatRef::from_slice(&b, 0, k, n, n as isize, 1));
-        Gemm::new(a, b, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
-        c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        let mut c = vec![T::from_f64(f64::NAN); m * n];
+        Gemm::new(a.view(), b.view(), MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().run();
+        c.iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>()
     };
     let one = run(1);
     for t in [2, 3] {
-        assert!(run(t) == one, "few rows: results differ between 1 and {t} threads");
+        assert!(run(t) == one, "{what}: results differ between 1 and {t} threads");
     }
     threads::set_num_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).unwrap();
 }
