@@ -1,15 +1,17 @@
-//! Products with a few rows of C (2 ≤ m ≤ [`FEW_ROWS_MAX`]) against a large B whose rows are
+//! Products with a few rows of C (2 ≤ m ≤ [`FEW_ROWS_MAX`], or up to [`FEW_ROWS_MAX_PACKED`]
+//! in passes of 8 rows where B would otherwise be packed) against a large B whose rows are
 //! contiguous, as a linear layer `X W` at a small batch with W stored (in, out): the rows of
-//! `x B` (vector.rs's columns form) computed together, so each element of B is read once.
+//! `x B` (vector.rs's columns form) computed together, so each pass reads each element of B
+//! once.
 //!
 //! The micro-kernels would read B a tile's width of columns per k step, each step on another
 //! row (a page apart, out of the prefetchers' reach; past 4 MiB the plan packs B instead),
 //! and, with MR rows for m of them, spend most of each FMA's broadcasts on rows that are not
-//! there. Here the outputs of a block of
-//! columns are accumulated in a buffer that stays in L1, a group of k steps per pass over it:
-//! each pass reads that many rows of B front to back (streams the prefetchers follow) and
-//! every element of C adds `A[i, p] B[p, j]` for p ascending, fused, whatever the block or
-//! group. Threads split the columns, never k, so the bits do not depend on the thread count.
+//! there. Here the outputs of a block of columns are accumulated in a buffer that stays in
+//! L1, a group of k steps per pass over it: each pass reads that many rows of B front to back
+//! (streams the prefetchers follow) and every element of C adds `A[i, p] B[p, j]` for p
+//! ascending, fused, whatever the block or group. Threads split the columns, never k, so the
+//! bits do not depend on the thread count.
 
 use super::blocking::CacheSizes;
 use super::dispatch::{HasKernels, Isa};
@@ -62,8 +64,9 @@ unsafe impl<T: Sync> Sync for FewRows<T> {}
 /// Whether `p` is a few rows of C against a B with contiguous rows too big for L2, where the
 /// micro-kernels' column tiles would read its rows far apart (with B in L2 they were as fast
 /// or faster: 4 × 256 × 784 f32 108 against 97 GFLOP/s), or, for up to
-/// [`FEW_ROWS_MAX_PACKED`] rows with 32 vector registers (`wide`), where they would pack a
-/// B bigger than `packed_from` bytes that fits half of L3. `caches` are the machine's.
+/// [`FEW_ROWS_MAX_PACKED`] rows on the AVX-512 kernels (`wide`: 32 registers; where it was
+/// measured), where they would pack a B bigger than `packed_from` bytes that fits half of
+/// L3. `caches` are the machine's.
 pub(super) fn fits<T: HasKernels>(p: &Problem<T>, caches: CacheSizes, packed_from: usize, wide: bool) -> bool {
     let b_bytes = p.k * p.n * core::mem::size_of::<T>();
     let rows = if wide && b_bytes > packed_from && b_bytes <= caches.l3 / 2 { FEW_ROWS_MAX_PACKED } else { FEW_ROWS_MAX };

@@ -72,8 +72,9 @@ pub(super) enum Path<T> {
     /// C at most [`THIN_MAX`](super::thin::THIN_MAX) rows or columns, the long side's operand contiguous
     /// along k, the short one too or copied so that it is (thin.rs).
     Thin,
-    /// C 2 to [`FEW_ROWS_MAX`](super::few_rows::FEW_ROWS_MAX) rows tall against a B with contiguous
-    /// rows, too big for L2: rows of B streamed (few_rows.rs).
+    /// C 2 to [`FEW_ROWS_MAX`](super::few_rows::FEW_ROWS_MAX) rows tall (up to 16 on AVX-512 where
+    /// B would be packed) against a B with contiguous rows, too big for L2: rows of B streamed
+    /// (few_rows.rs).
     FewRows,
     /// Rows of C a few at a time for products with short rows and a short k (tiny.rs).
     Tall,
