@@ -115,8 +115,10 @@ def _matmul_backward(grad_c, a, b, wanted, precision):
     return tuple(None if g is None else torch.from_numpy(g) for g in (ga, gb))
 
 
-# --- eager: autograd.Functions. A call through a registered operator's dispatch costs ~150 µs
-# more here (256x784 @ 784x256: 586 against 433 µs), a fifth of a small training step.
+# --- eager: autograd.Functions. A call through a registered operator's dispatch costs ~10 µs
+# more (Zen 4, 2026-12-07: an 8x16 @ 16x16 linear 14.4 against 5.5 µs, its backward 19.9
+# against 7.5; at 256x784 @ 784x256 within the noise; ~150 µs in an earlier measurement on
+# the Xeon, docs/measurements.md).
 #
 # torch.func: the forward runs on plain tensors (matgrad's kernels); under a transform the
 # backward receives torch.func's wrapped tensors, which have no data for NumPy, and computes
