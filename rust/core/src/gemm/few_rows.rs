@@ -15,7 +15,6 @@
 
 use super::blocking::CacheSizes;
 use super::dispatch::{HasKernels, Isa};
-use super::epilogue::Epilogue;
 use super::kernel::{run_on, Simd, SimdWork};
 use super::problem::Problem;
 use super::sums;
@@ -40,27 +39,6 @@ const BUFFER: usize = 2048;
 /// Columns per task when the threads split a product (a multiple of every vector width).
 const TASK_COLUMNS: usize = 64;
 
-/// The product seen as a few rows of C, each `A[i, :] B`.
-#[derive(Clone, Copy)]
-struct FewRows<T> {
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const T,
-    a_rs: isize,
-    a_cs: isize,
-    /// B's rows are contiguous (`b.cs == 1`).
-    b: *const T,
-    b_rs: isize,
-    c: *mut T,
-    c_rs: isize,
-    c_cs: isize,
-    ep: Epilogue<T>,
-}
-
-// SAFETY: read by the threads of one product, which write disjoint columns of C.
-unsafe impl<T: Sync> Sync for FewRows<T> {}
-
 /// Whether `p` is a few rows of C against a B with contiguous rows too big for L2, where the
 /// micro-kernels' column tiles would read its rows far apart (with B in L2 they were as fast
 /// or faster: 4 × 256 × 784 f32 108 against 97 GFLOP/s), or, for up to
@@ -83,20 +61,7 @@ pub(super) unsafe fn few_rows<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Te
     // 8 + 4 less: the 4-row kernel takes half the time of the 8-row one.)
     for r0 in (0..p.m).step_by(PASS_ROWS) {
         let rows = p.rows(r0, (r0 + PASS_ROWS).min(p.m));
-        let f = FewRows {
-            m: rows.m,
-            n: rows.n,
-            k: rows.k,
-            a: rows.a.ptr,
-            a_rs: rows.a.rs,
-            a_cs: rows.a.cs,
-            b: rows.b.ptr,
-            b_rs: rows.b.rs,
-            c: rows.c,
-            c_rs: rows.c_rs,
-            c_cs: rows.c_cs,
-            ep: rows.ep.for_k_block(true, true),
-        };
+        let f = Problem { ep: rows.ep.for_k_block(true, true), ..rows };
         team.run_ranges(f.n.div_ceil(TASK_COLUMNS), 1, |range| {
             let cols = range.start * TASK_COLUMNS..(range.end * TASK_COLUMNS).min(f.n);
             run_on(isa, T::KIND, &Columns { f: &f, cols })
@@ -106,7 +71,8 @@ pub(super) unsafe fn few_rows<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Te
 
 /// Columns `cols` of a product, as [`SimdWork`].
 struct Columns<'a, T> {
-    f: &'a FewRows<T>,
+    /// The pass's rows, its epilogue for the whole of k.
+    f: &'a Problem<T>,
     cols: core::ops::Range<usize>,
 }
 
@@ -114,7 +80,7 @@ impl<T: Element> SimdWork for Columns<'_, T> {
     #[inline(always)]
     unsafe fn run<S: Simd>(&self) {
         // (S::T is T: the caller's promise.)
-        let f = &*(self.f as *const FewRows<T>).cast::<FewRows<S::T>>();
+        let f = &*(self.f as *const Problem<T>).cast::<Problem<S::T>>();
         // R rows of broadcasts for G k steps, R accumulators and a row of B in registers (at
         // R = 8 the broadcasts are read from L1 by the FMAs, as memory operands).
         match (f.m, S::REGISTERS >= 32) {
@@ -130,23 +96,23 @@ impl<T: Element> SimdWork for Columns<'_, T> {
 /// Columns `cols` in blocks of the buffer's share of each of the R rows (rows past m repeat
 /// the last, read and never stored), G k steps per pass over a block's buffer.
 #[inline(always)]
-unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &FewRows<S::T>, cols: core::ops::Range<usize>) {
+unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, cols: core::ops::Range<usize>) {
     let fma = |a, b, c| S::fmadd_scalar(a, b, c);
     let block = BUFFER / R;
     let mut buf = [<S::T as Element>::ZERO; BUFFER];
     let y = buf.as_mut_ptr();
-    let rows: [*const S::T; R] = core::array::from_fn(|i| f.a.offset(i.min(f.m - 1) as isize * f.a_rs));
+    let rows: [*const S::T; R] = core::array::from_fn(|i| f.a.at(i.min(f.m - 1), 0));
     let mut j0 = cols.start;
     while j0 < cols.end {
         let count = block.min(cols.end - j0);
-        let b = f.b.add(j0);
+        let b = f.b.at(0, j0);
         let mut q = 0;
         while q + G <= f.k {
-            pass::<S, R, G>(&rows, f.a_cs, b, f.b_rs, q, y, block, count);
+            pass::<S, R, G>(&rows, f.a.cs, b, f.b.rs, q, y, block, count);
             q += G;
         }
         while q < f.k {
-            pass::<S, R, 1>(&rows, f.a_cs, b, f.b_rs, q, y, block, count);
+            pass::<S, R, 1>(&rows, f.a.cs, b, f.b.rs, q, y, block, count);
             q += 1;
         }
         for i in 0..f.m {

@@ -40,6 +40,30 @@ impl<T> Block<T> {
     }
 }
 
+impl<T: Copy> Block<T> {
+    /// Copies the `rows × cols` block into `dst` as contiguous rows (`dst[i*cols + j]`),
+    /// reading along whichever of its strides is shorter (for the paths that copy a small
+    /// operand into rows instead of packing it).
+    ///
+    /// SAFETY: the block addresses `rows × cols` readable elements; `dst` holds as many.
+    pub unsafe fn copy_to_rows(&self, rows: usize, cols: usize, dst: &mut [T]) {
+        debug_assert!(dst.len() >= rows * cols);
+        if self.rs.unsigned_abs() < self.cs.unsigned_abs() {
+            for j in 0..cols {
+                for i in 0..rows {
+                    dst[i * cols + j] = *self.at(i, j);
+                }
+            }
+        } else {
+            for i in 0..rows {
+                for j in 0..cols {
+                    dst[i * cols + j] = *self.at(i, j);
+                }
+            }
+        }
+    }
+}
+
 /// Packs the `mc × kc` block `a` into `ceil(mc/mr)` panels of `mr × kc`, each stored
 /// column by column (`dst[q*mr*kc + p*mr + i] = a[q*mr + i, p]`), zero-padding the last.
 /// If `row_sums` is given, `row_sums[i] += a[i, p]` for every packed element, p ascending.

@@ -10,7 +10,7 @@
 //! | vector    | m or n is 1                                                  | dots or columns      |
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), the long side's operand along k, the short one too or copied (≤ 4) | dot products |
-//! | few rows  | 2 ≤ m ≤ 4 (8 on AVX-512 where B would be packed and fits half of L3), B's rows contiguous and beyond L2 | rows of B streamed |
+//! | few rows  | 2 ≤ m ≤ 4 (16 on AVX-512, in passes of 8, where B would be packed and fits half of L3), B's rows contiguous and beyond L2 | rows of B streamed |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block), | A and B where they   |
 //! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |

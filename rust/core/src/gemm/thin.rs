@@ -14,6 +14,7 @@
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
 use super::kernel::{run_on, Simd, SimdWork};
+use super::pack::Block;
 use super::problem::Problem;
 use super::sums;
 use super::vector::sum_lanes;
@@ -83,6 +84,18 @@ impl<T: Element> Thin<T> {
         Thin { k: p.k, short, short_rows, short_rs, short_ks, long, long_rows, long_rs, c: p.c, c_short, c_long, short_is_rows, ep }
     }
 
+    /// The product, its short operand contiguous along k, on `team`.
+    ///
+    /// SAFETY: as for [`Problem::run`], for the operands `self` describes.
+    unsafe fn run(&self, isa: Isa, team: &Team) {
+        debug_assert_eq!(self.short_ks, 1);
+        let tasks = self.long_rows.div_ceil(TASK_ROWS);
+        team.run_ranges(tasks, 1, |range| {
+            let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(self.long_rows);
+            thin_on(isa, self, rows)
+        })
+    }
+
     #[inline(always)]
     unsafe fn store(&self, s: usize, l: usize, x: T, fma: impl Fn(T, T, T) -> T) {
         let c = self.c.offset(s as isize * self.c_short + l as isize * self.c_long);
@@ -100,32 +113,12 @@ pub(super) unsafe fn thin<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) 
     if t.short_ks == 1 {
         return t.run(isa, team);
     }
-    // The short operand's rows along k, copied once (at most THIN_MAX · k elements); read
-    // along k in the outer loop, so that a row-major B's rows are read front to back.
+    // The short operand's rows along k, copied once (at most COPY_MAX_SHORT · k elements).
     let (rows, k) = (t.short_rows, t.k);
     with_scratch::<T, _>(rows * k, |copy| {
-        for q in 0..k {
-            for s in 0..rows {
-                copy[s * k + q] = *t.short.offset(s as isize * t.short_rs + q as isize * t.short_ks);
-            }
-        }
+        Block { ptr: t.short, rs: t.short_rs, cs: t.short_ks }.copy_to_rows(rows, k, copy);
         Thin { short: copy.as_ptr(), short_rs: k as isize, short_ks: 1, ..t }.run(isa, team)
     })
-}
-
-impl<T: Element> Thin<T> {
-    /// The product, its short operand contiguous along k, on `team`.
-    ///
-    /// SAFETY: as for [`Problem::run`], for the operands `self` describes.
-    unsafe fn run(&self, isa: Isa, team: &Team) {
-        let t = self;
-        debug_assert_eq!(t.short_ks, 1);
-        let tasks = t.long_rows.div_ceil(TASK_ROWS);
-        team.run_ranges(tasks, 1, |range| {
-            let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(t.long_rows);
-            thin_on(isa, t, rows)
-        })
-    }
 }
 
 /// Long-side rows `rows` of a thin product, as [`SimdWork`].
