@@ -6,7 +6,7 @@
 //! - [`mlp`]: a two-layer ReLU network's loss and gradients, one training step in one call.
 //! - [`threads`]: the library's own thread pool.
 //! - [`peak`]: the FMA peak of this CPU, measured.
-//! - [`gpu`] (feature `gpu`): the same products in f32 on a wgpu device.
+//! - `gpu` (feature `gpu`): the same products in f32 on a wgpu device.
 
 mod buffers;
 mod element;

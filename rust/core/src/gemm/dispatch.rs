@@ -101,7 +101,7 @@ pub trait HasKernels: Element {
     }
 
     /// The kernel for a C of `n` columns: the widest one that computes at most
-    /// [`NARROW_MARGIN`] times as many (padded) columns as the least padded, e.g. n = 64 is 96
+    /// `NARROW_MARGIN` times as many (padded) columns as the least padded, e.g. n = 64 is 96
     /// columns with NR = 48 but 64 with NR = 32 or 16, so NR = 32. Depends on `n` only, never
     /// on the thread count.
     fn microkernel_for(isa: Isa, n: usize) -> MicroKernel<Self> {

@@ -46,7 +46,9 @@ fn typed<T: Float>(py: Python<'_>, raw: [RawArray; 3], wanted: (bool, bool), pre
         return Ok(None); // broadcast batches: the Python path sums them back
     }
     // SAFETY: the views describe live arrays (borrowed for this call).
-    let (Some(gm), Some(am), Some(bm)) = (unsafe { rg.matrix::<T>(true) }, unsafe { ra.matrix::<T>(true) }, unsafe { rb.matrix::<T>(true) }) else {
+    let (Some(gm), Some(am), Some(bm)) =
+        (unsafe { rg.matrix::<T>(true) }, unsafe { ra.matrix::<T>(true) }, unsafe { rb.matrix::<T>(true) })
+    else {
         return Ok(None);
     };
     let (m, k, n) = (am.rows(), am.cols(), bm.cols());
