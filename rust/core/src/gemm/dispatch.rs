@@ -4,8 +4,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(target_arch = "x86_64")]
 use super::kernel::x86;
-use super::kernel::{generic, MicroKernel};
-use crate::element::Element;
+use super::kernel::{generic, MicroKernel, SimdElement};
 
 /// An instruction-set path with its own micro-kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,7 +88,7 @@ const UNSET: u8 = u8::MAX;
 static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
 
 /// Elements with micro-kernels per ISA. Implemented for `f32` and `f64` only.
-pub trait HasKernels: Element {
+pub trait HasKernels: SimdElement {
     /// The register blocks of `isa`, widest first, all with the same MR (hence the same KC
     /// and the same bits for a product, whichever computes it); the caller has checked
     /// `isa.is_supported()`.

@@ -15,7 +15,7 @@
 
 use super::blocking::CacheSizes;
 use super::dispatch::{HasKernels, Isa};
-use super::kernel::{run_on, Simd, SimdWork};
+use super::kernel::{Simd, SimdWork};
 use super::problem::Problem;
 use super::sums;
 use crate::element::Element;
@@ -64,7 +64,7 @@ pub(super) unsafe fn few_rows<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Te
         let f = Problem { ep: rows.ep.for_k_block(true, true), ..rows };
         team.run_ranges(f.n.div_ceil(TASK_COLUMNS), 1, |range| {
             let cols = range.start * TASK_COLUMNS..(range.end * TASK_COLUMNS).min(f.n);
-            run_on(isa, T::KIND, &Columns { f: &f, cols })
+            T::run_on(isa, &Columns { f: &f, cols })
         })
     }
 }
@@ -76,11 +76,10 @@ struct Columns<'a, T> {
     cols: core::ops::Range<usize>,
 }
 
-impl<T: Element> SimdWork for Columns<'_, T> {
+impl<T: Element> SimdWork<T> for Columns<'_, T> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        let f = &*(self.f as *const Problem<T>).cast::<Problem<S::T>>();
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        let f = self.f;
         // R rows of broadcasts for G k steps, R accumulators and a row of B in registers (at
         // R = 8 the broadcasts are read from L1 by the FMAs, as memory operands).
         match (f.m, S::REGISTERS >= 32) {

@@ -5,7 +5,7 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-use super::kernel::{run_on, Simd, SimdWork, VectorEpilogue};
+use super::kernel::{Simd, SimdElement, SimdWork, VectorEpilogue};
 use super::problem::Problem;
 use super::sums;
 use crate::element::Element;
@@ -54,19 +54,18 @@ struct OuterRows<'a, T> {
     rows: core::ops::Range<usize>,
 }
 
-impl<T: Element> SimdWork for OuterRows<'_, T> {
+impl<T: Element> SimdWork<T> for OuterRows<'_, T> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        outer_with::<S>(&*(self.o as *const Outer<T>).cast(), self.rows.clone())
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        outer_with::<S>(self.o, self.rows.clone())
     }
 }
 
 /// [`outer_with`] in the registers of `isa`.
 ///
 /// SAFETY: `o` describes valid operands, `rows` lies within C, `isa` is supported.
-unsafe fn outer_on<T: Element>(isa: Isa, o: &Outer<T>, rows: core::ops::Range<usize>) {
-    run_on(isa, T::KIND, &OuterRows { o, rows })
+unsafe fn outer_on<T: SimdElement>(isa: Isa, o: &Outer<T>, rows: core::ops::Range<usize>) {
+    T::run_on(isa, &OuterRows { o, rows })
 }
 
 /// Rows `rows` of the outer product, in one ISA's registers.

@@ -13,7 +13,7 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-use super::kernel::{run_on, Simd, SimdWork};
+use super::kernel::{Simd, SimdElement, SimdWork};
 use super::pack::Block;
 use super::problem::Problem;
 use super::sums;
@@ -84,6 +84,15 @@ impl<T: Element> Thin<T> {
         Thin { k: p.k, short, short_rows, short_rs, short_ks, long, long_rows, long_rs, c: p.c, c_short, c_long, short_is_rows, ep }
     }
 
+    #[inline(always)]
+    unsafe fn store(&self, s: usize, l: usize, x: T, fma: impl Fn(T, T, T) -> T) {
+        let c = self.c.offset(s as isize * self.c_short + l as isize * self.c_long);
+        let (i, j) = if self.short_is_rows { (s, l) } else { (l, s) };
+        self.ep.store_at(x, c, i, j, fma)
+    }
+}
+
+impl<T: SimdElement> Thin<T> {
     /// The product, its short operand contiguous along k, on `team`.
     ///
     /// SAFETY: as for [`Problem::run`], for the operands `self` describes.
@@ -94,13 +103,6 @@ impl<T: Element> Thin<T> {
             let rows = range.start * TASK_ROWS..(range.end * TASK_ROWS).min(self.long_rows);
             thin_on(isa, self, rows)
         })
-    }
-
-    #[inline(always)]
-    unsafe fn store(&self, s: usize, l: usize, x: T, fma: impl Fn(T, T, T) -> T) {
-        let c = self.c.offset(s as isize * self.c_short + l as isize * self.c_long);
-        let (i, j) = if self.short_is_rows { (s, l) } else { (l, s) };
-        self.ep.store_at(x, c, i, j, fma)
     }
 }
 
@@ -127,19 +129,18 @@ struct ThinRows<'a, T> {
     rows: core::ops::Range<usize>,
 }
 
-impl<T: Element> SimdWork for ThinRows<'_, T> {
+impl<T: Element> SimdWork<T> for ThinRows<'_, T> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        thin_with::<S>(&*(self.t as *const Thin<T>).cast(), self.rows.clone())
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        thin_with::<S>(self.t, self.rows.clone())
     }
 }
 
 /// [`thin_with`] in the registers of `isa`.
 ///
 /// SAFETY: `t` describes valid operands, `rows` lies within its long side, `isa` is supported.
-unsafe fn thin_on<T: Element>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<usize>) {
-    run_on(isa, T::KIND, &ThinRows { t, rows })
+unsafe fn thin_on<T: SimdElement>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<usize>) {
+    T::run_on(isa, &ThinRows { t, rows })
 }
 
 /// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type: up to

@@ -13,7 +13,7 @@
 //! the micro-kernels' order for a k within one block, so the bits equal theirs.
 
 use super::dispatch::Isa;
-use super::kernel::{run_on, Simd, SimdWork};
+use super::kernel::{Simd, SimdWork};
 use super::problem::Problem;
 use super::{HasKernels, Precision};
 use crate::element::Element;
@@ -57,11 +57,10 @@ struct TinyBatch<'a, T, F> {
     offsets: F,
 }
 
-impl<T: Element, F: Fn(usize) -> (isize, isize, isize)> SimdWork for TinyBatch<'_, T, F> {
+impl<T: Element, F: Fn(usize) -> (isize, isize, isize)> SimdWork<T> for TinyBatch<'_, T, F> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        let p = &*(self.p as *const Problem<T>).cast::<Problem<S::T>>();
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        let p = self.p;
         // The lanes of each vector of C's row, the same for every matrix: worked out once.
         let (lanes, vectors) = row_lanes::<S>(p.n);
         for t in self.range.clone() {
@@ -93,11 +92,10 @@ struct TallRows<'a, T> {
     rows: core::ops::Range<usize>,
 }
 
-impl<T: Element> SimdWork for TallRows<'_, T> {
+impl<T: Element> SimdWork<T> for TallRows<'_, T> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        let p = &*(self.p as *const Problem<T>).cast::<Problem<S::T>>();
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        let p = self.p;
         let (lanes, vectors) = row_lanes::<S>(p.n);
         let i0 = self.rows.start as isize;
         let (a, c) = (p.a.ptr.offset(i0 * p.a.rs), p.c.offset(i0 * p.c_rs));
@@ -117,7 +115,7 @@ pub(super) unsafe fn tall<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) 
     let tasks = p.m.div_ceil(TASK_ROWS);
     let m = p.m;
     // SAFETY: each task writes its own rows of C; A and B are only read.
-    team.run_ranges(tasks, 1, |range| run_on(isa, T::KIND, &TallRows { p, rows: range.start * TASK_ROWS..(range.end * TASK_ROWS).min(m) }))
+    team.run_ranges(tasks, 1, |range| T::run_on(isa, &TallRows { p, rows: range.start * TASK_ROWS..(range.end * TASK_ROWS).min(m) }))
 }
 
 /// Computes the matrices `range` of a batch of tiny products (see [`fits`]).
@@ -131,7 +129,7 @@ pub(super) unsafe fn tiny_batch<T: HasKernels>(
     offsets: impl Fn(usize) -> (isize, isize, isize),
 ) {
     debug_assert!(fits(p));
-    run_on(isa, T::KIND, &TinyBatch { p, range, offsets })
+    T::run_on(isa, &TinyBatch { p, range, offsets })
 }
 
 /// One vector of columns of `m` rows of a tiny product: C's `lanes` at `c` (rows `p.c_rs`

@@ -16,7 +16,7 @@
 
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-use super::kernel::{run_on, Simd, SimdWork};
+use super::kernel::{Simd, SimdElement, SimdWork};
 use super::problem::Problem;
 use super::sums;
 use crate::buffers::with_scratch;
@@ -131,19 +131,18 @@ struct GemvRows<'a, T> {
     rows: core::ops::Range<usize>,
 }
 
-impl<T: Element> SimdWork for GemvRows<'_, T> {
+impl<T: Element> SimdWork<T> for GemvRows<'_, T> {
     #[inline(always)]
-    unsafe fn run<S: Simd>(&self) {
-        // (S::T is T: the caller's promise.)
-        gemv_with::<S>(&*(self.g as *const Gemv<T>).cast(), self.rows.clone())
+    unsafe fn run<S: Simd<T = T>>(&self) {
+        gemv_with::<S>(self.g, self.rows.clone())
     }
 }
 
 /// [`gemv_with`] in the registers of `isa`, for outputs `rows` of `g`.
 ///
 /// SAFETY: `g` describes valid operands, `rows` lies within its outputs, `isa` is supported.
-unsafe fn gemv_on<T: Element>(isa: Isa, g: &Gemv<T>, rows: core::ops::Range<usize>) {
-    run_on(isa, T::KIND, &GemvRows { g, rows })
+unsafe fn gemv_on<T: SimdElement>(isa: Isa, g: &Gemv<T>, rows: core::ops::Range<usize>) {
+    T::run_on(isa, &GemvRows { g, rows })
 }
 
 /// The vector products of one ISA, written against its [`Simd`] type.

@@ -21,7 +21,7 @@
 //! each ISA file instantiates it inside a `#[target_feature]` function so the intrinsics inline.
 
 use super::epilogue::Epilogue;
-use crate::element::{Element, ElementKind};
+use crate::element::Element;
 use crate::gemm::Isa;
 
 pub(crate) mod generic;
@@ -37,7 +37,7 @@ pub(crate) const MAX_TILE: usize = 16 * 32;
 ///
 /// Implementations are zero-sized markers; every method is a thin `#[inline(always)]` wrapper
 /// over one intrinsic and is only sound to call where the marker's CPU features are enabled.
-pub(crate) trait Simd: Copy {
+pub trait Simd: Copy {
     type T: Element;
     type V: Copy;
     const LANES: usize;
@@ -110,38 +110,47 @@ pub(crate) unsafe fn store_first_through_buffer<S: Simd>(p: *mut S::T, v: S::V, 
     core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, count);
 }
 
-/// Work written once against [`Simd`], run in the registers of the ISA in use by [`run_on`]
-/// (vector, thin and outer products).
-pub(crate) trait SimdWork {
-    /// SAFETY: `S`'s features are enabled, and `S::T` is the element type the work holds.
-    unsafe fn run<S: Simd>(&self);
+/// Work on elements `T` written once against [`Simd`], run in the registers of the ISA in use
+/// by [`SimdElement::run_on`] (vector, thin, few-row, outer and tiny products).
+pub trait SimdWork<T> {
+    /// SAFETY: `S`'s features are enabled.
+    unsafe fn run<S: Simd<T = T>>(&self);
 }
 
-/// Runs `work` (built for elements of `kind`) with the [`Simd`] type of `isa`, inside a
-/// `#[target_feature]` function of that ISA, so that its intrinsics inline.
-///
-/// SAFETY: `isa` is supported by this CPU and `kind` is the element type `work` holds.
-pub(crate) unsafe fn run_on<W: SimdWork>(isa: Isa, kind: ElementKind, work: &W) {
-    #[cfg(target_arch = "x86_64")]
-    match (isa, kind) {
-        (Isa::Avx512, ElementKind::F32) => return x86::with_avx512_f32(work),
-        (Isa::Avx512, ElementKind::F64) => return x86::with_avx512_f64(work),
-        (Isa::Avx2, ElementKind::F32) => return x86::with_avx2_f32(work),
-        (Isa::Avx2, ElementKind::F64) => return x86::with_avx2_f64(work),
-        _ => {}
-    }
-    #[cfg(target_arch = "aarch64")]
-    match (isa, kind) {
-        (Isa::Neon, ElementKind::F32) => return work.run::<neon::NeonF32>(),
-        (Isa::Neon, ElementKind::F64) => return work.run::<neon::NeonF64>(),
-        _ => {}
-    }
-    let _ = isa;
-    match kind {
-        ElementKind::F32 => work.run::<generic::Scalar<f32>>(),
-        ElementKind::F64 => work.run::<generic::Scalar<f64>>(),
-    }
+/// An element type with SIMD registers in every ISA: which [`Simd`] type holds it.
+pub trait SimdElement: Element {
+    /// Runs `work` with the [`Simd`] type of `isa` for this element type, inside a
+    /// `#[target_feature]` function of that ISA, so that its intrinsics inline.
+    ///
+    /// SAFETY: `isa` is supported by this CPU.
+    unsafe fn run_on<W: SimdWork<Self>>(isa: Isa, work: &W);
 }
+
+/// [`SimdElement`] for one element type and its [`Simd`] type in each ISA.
+macro_rules! simd_element {
+    ($t:ty, x86: $avx512:ident, $avx2:ident, neon: $neon:ident) => {
+        impl SimdElement for $t {
+            #[inline(always)]
+            unsafe fn run_on<W: SimdWork<$t>>(isa: Isa, work: &W) {
+                #[cfg(target_arch = "x86_64")]
+                match isa {
+                    Isa::Avx512 => return x86::$avx512(work),
+                    Isa::Avx2 => return x86::$avx2(work),
+                    _ => {}
+                }
+                #[cfg(target_arch = "aarch64")]
+                if isa == Isa::Neon {
+                    return work.run::<neon::$neon>();
+                }
+                let _ = isa;
+                work.run::<generic::Scalar<$t>>()
+            }
+        }
+    };
+}
+
+simd_element!(f32, x86: with_avx512_f32, with_avx2_f32, neon: NeonF32);
+simd_element!(f64, x86: with_avx512_f64, with_avx2_f64, neon: NeonF64);
 
 /// Where and how one micro-kernel call writes its tile (see the module's contract).
 #[derive(Clone, Copy)]

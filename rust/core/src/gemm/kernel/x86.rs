@@ -332,18 +332,18 @@ register_block!(AVX2_F64: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 2);
 register_block!(AVX2_F32_THIN: Avx2F32, f32, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
 register_block!(AVX2_F64_THIN: Avx2F64, f64, Isa::Avx2, "avx2,fma", MR = 6, NV = 1);
 
-/// [`SimdWork`] in each ISA's registers (see `kernel::run_on`).
+/// [`SimdWork`] in each ISA's registers (see `SimdElement::run_on`).
 macro_rules! with_simd {
-    ($name:ident: $simd:ty, $feature:literal) => {
-        /// SAFETY: as for `kernel::run_on`; the CPU has the features.
+    ($name:ident: $simd:ty, $t:ty, $feature:literal) => {
+        /// SAFETY: the CPU has the features.
         #[target_feature(enable = $feature)]
-        pub(crate) unsafe fn $name<W: SimdWork>(work: &W) {
+        pub(crate) unsafe fn $name<W: SimdWork<$t>>(work: &W) {
             work.run::<$simd>()
         }
     };
 }
 
-with_simd!(with_avx512_f32: Avx512F32, "avx512f,fma");
-with_simd!(with_avx512_f64: Avx512F64, "avx512f,fma");
-with_simd!(with_avx2_f32: Avx2F32, "avx2,fma");
-with_simd!(with_avx2_f64: Avx2F64, "avx2,fma");
+with_simd!(with_avx512_f32: Avx512F32, f32, "avx512f,fma");
+with_simd!(with_avx512_f64: Avx512F64, f64, "avx512f,fma");
+with_simd!(with_avx2_f32: Avx2F32, f32, "avx2,fma");
+with_simd!(with_avx2_f64: Avx2F64, f64, "avx2,fma");
