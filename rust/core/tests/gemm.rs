@@ -765,6 +765,52 @@ fn few_rows_against_a_big_b() {
     same_bits_on_any_thread_count::<f32>("few rows", (11, 1100, 1000), Layout::RowMajor, 46);
 }
 
+/// The few-row path aligns its loads to B's cache lines: the same product with B starting at
+/// each element of a line gives the same bits, and the right ones, on every kernel; with an
+/// infinity in A too (a lane of B beyond a vector's own, times it, would be NaN).
+#[test]
+fn few_rows_give_the_same_bits_wherever_b_starts() {
+    fn case<T: HasKernels>(m: usize, n: usize, isa: Isa) {
+        let k = CacheSizes::get().l2 / (n * core::mem::size_of::<T>()) + 3;
+        let mut rng = Lcg((m * 1000 + n) as u64);
+        let mut a: Vec<T> = (0..m * k).map(|_| T::from_f64(rng.next())).collect();
+        let b: Vec<T> = (0..k * n).map(|_| T::from_f64(rng.next())).collect();
+        let line = 64 / core::mem::size_of::<T>();
+        let run = |a: &[T], offset: usize| {
+            let mut stored = vec![T::from_f64(f64::NAN); b.len() + line];
+            stored[offset..offset + b.len()].copy_from_slice(&b);
+            let bv = MatRef::from_slice(&stored, offset, k, n, n as isize, 1);
+            let av = MatRef::from_slice(a, 0, m, k, k as isize, 1);
+            let mut c = vec![T::from_f64(f64::NAN); m * n];
+            Gemm::new(av, bv, MatMut::from_slice(&mut c, 0, m, n, n as isize, 1)).unwrap().isa(isa).run();
+            c
+        };
+        let bits = |c: &[T]| c.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+        let c = run(&a, 0);
+        for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+            let want: f64 = (0..k).map(|p| a[i * k + p].to_f64() * b[p * n + j].to_f64()).sum();
+            let got = c[i * n + j].to_f64();
+            let tol = 4.0 * k as f64 * T::EPSILON.to_f64();
+            assert!((got - want).abs() <= tol, "{isa:?} {m}x{n}x{k} ({i}, {j}): {got} against {want}");
+        }
+        for infinite in [false, true] {
+            if infinite {
+                a[(m - 1) * k + k / 2] = T::from_f64(f64::INFINITY);
+            }
+            let first = bits(&run(&a, 0));
+            for offset in 1..=line {
+                assert!(bits(&run(&a, offset)) == first, "{isa:?} {m}x{n}x{k}: B at element {offset} of a line changes the bits");
+            }
+        }
+    }
+    for isa in Isa::supported() {
+        for (m, n) in [(2, 300), (4, 1030), (3, 64)] {
+            case::<f32>(m, n, isa);
+            case::<f64>(m, n, isa);
+        }
+    }
+}
+
 /// C = A B for a row-major A (m × k) and B (k × n) stored as `lb`, on 1, 2 and 3 threads:
 /// the same bits each time (`what` names the path).
 fn same_bits_on_any_thread_count<T: HasKernels>(what: &str, (m, n, k): (usize, usize, usize), lb: Layout, seed: u64) {
