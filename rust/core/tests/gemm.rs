@@ -765,13 +765,13 @@ fn few_rows_against_a_big_b() {
     same_bits_on_any_thread_count::<f32>("few rows", (11, 1100, 1000), Layout::RowMajor, 46);
 }
 
-/// The few-row path aligns its loads to B's cache lines: the same product with B starting at
-/// each element of a line gives the same bits, and the right ones, on every kernel; with an
-/// infinity in A too (a lane of B beyond a vector's own, times it, would be NaN).
+/// The few-row and in-place paths align their loads to B's cache lines: the same product with
+/// B starting at each element of a line gives the same bits, and the right ones, on every
+/// path and kernel; with an infinity in A too (a lane of B beyond a vector's own, times it,
+/// would be NaN).
 #[test]
-fn few_rows_give_the_same_bits_wherever_b_starts() {
-    fn case<T: HasKernels>(m: usize, n: usize, isa: Isa) {
-        let k = CacheSizes::get().l2 / (n * core::mem::size_of::<T>()) + 3;
+fn the_same_bits_wherever_b_starts() {
+    fn case<T: HasKernels>((m, n, k): (usize, usize, usize), isa: Isa) {
         let mut rng = Lcg((m * 1000 + n) as u64);
         let mut a: Vec<T> = (0..m * k).map(|_| T::from_f64(rng.next())).collect();
         let b: Vec<T> = (0..k * n).map(|_| T::from_f64(rng.next())).collect();
@@ -803,10 +803,17 @@ fn few_rows_give_the_same_bits_wherever_b_starts() {
             }
         }
     }
+    let l2 = CacheSizes::get().l2;
     for isa in Isa::supported() {
+        // Few rows against a B past L2; in place (a wide C, and one too narrow to shift its
+        // strips); small; packed; thin; vector.
         for (m, n) in [(2, 300), (4, 1030), (3, 64)] {
-            case::<f32>(m, n, isa);
-            case::<f64>(m, n, isa);
+            case::<f32>((m, n, l2 / (n * 4) + 3), isa);
+            case::<f64>((m, n, l2 / (n * 8) + 3), isa);
+        }
+        for shape in [(8, 1030, 64), (16, 200, 100), (20, 64, 64), (13, 16, 16), (200, 300, 200), (3, 500, 300), (1, 500, 300)] {
+            case::<f32>(shape, isa);
+            case::<f64>(shape, isa);
         }
     }
 }
