@@ -75,6 +75,21 @@ fn parse_size(text: &str) -> Option<usize> {
     })
 }
 
+/// A cache line, on every CPU matgrad runs on.
+pub(crate) const LINE_BYTES: usize = 64;
+
+/// Elements from `p` to the next cache line boundary (0 if `p` is on one, or if no element
+/// boundary meets one). NumPy's arrays start 16 bytes past a line, so a vector loaded at
+/// their start spans two lines, and costs two loads.
+pub(crate) fn elements_to_line<T>(p: *const T) -> usize {
+    let size = core::mem::size_of::<T>();
+    let addr = p as usize;
+    if !addr.is_multiple_of(size) {
+        return 0;
+    }
+    (LINE_BYTES - addr % LINE_BYTES) % LINE_BYTES / size
+}
+
 /// Block sizes for one kernel shape and element size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {

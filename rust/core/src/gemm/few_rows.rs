@@ -13,7 +13,7 @@
 //! ascending, fused, whatever the block or group. Threads split the columns, never k, so the
 //! bits do not depend on the thread count.
 
-use super::blocking::CacheSizes;
+use super::blocking::{elements_to_line, CacheSizes};
 use super::dispatch::{HasKernels, Isa};
 use super::kernel::{Simd, SimdWork};
 use super::problem::Problem;
@@ -112,7 +112,7 @@ unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, col
     let mut j0 = cols.start;
     while j0 < cols.end {
         let b = f.b.at(0, j0);
-        let lead = lanes_to_line(b) % lanes;
+        let lead = elements_to_line(b) % lanes;
         // (A block that starts short of a line ends on one, so the next starts on one.)
         let count = if lead > 0 { block - lanes + lead } else { block }.min(cols.end - j0);
         let y = buf.0.as_mut_ptr().add((lanes - lead) % lanes);
@@ -135,25 +135,12 @@ unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, col
     }
 }
 
-/// A cache line.
-const LINE_BYTES: usize = 64;
 /// The most lanes of any ISA's vector (AVX-512 f32).
 const MAX_LANES: usize = 16;
 
 /// Its contents on a cache-line boundary.
 #[repr(align(64))]
 struct LineAligned<A>(A);
-
-/// Elements from `p` to the next cache line boundary (0 if `p` is on one, or if no element
-/// boundary meets one).
-fn lanes_to_line<T>(p: *const T) -> usize {
-    let size = core::mem::size_of::<T>();
-    let addr = p as usize;
-    if addr % size != 0 {
-        return 0;
-    }
-    (LINE_BYTES - addr % LINE_BYTES) % LINE_BYTES / size
-}
 
 /// Adds k steps `q..q + G` to the first `count` columns of the buffer `y` (row i at
 /// `y + i * block`), starting it at zero when `q` is 0. B's row `p` starts at `b + p * b_rs`.

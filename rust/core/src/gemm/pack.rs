@@ -13,6 +13,7 @@
 //! (a row-major B, a transposed A) is a vector copy per k step; k contiguous (a row-major A,
 //! a transposed B — torch's weight layout) is a transposition in 8 × 8 register tiles.
 
+use super::blocking::LINE_BYTES;
 use super::dispatch::Isa;
 use crate::element::Element;
 #[cfg(target_arch = "x86_64")]
@@ -112,8 +113,6 @@ pub(crate) unsafe fn pack_b<T: Element>(
 
 /// K steps packed per sweep across the panels when lanes are contiguous (see [`pack_panels`]).
 const SLAB: usize = 8;
-/// A cache line.
-const LINE_BYTES: usize = 64;
 
 /// A hint to bring the line holding `p` into the cache (never faults; any address will do).
 #[inline(always)]

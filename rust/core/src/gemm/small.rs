@@ -10,7 +10,7 @@
 //!   view, as Bᵀ in a gradient G Bᵀ), [`gemm_in_place_copying_b`]: B copied into rows that
 //!   are, which costs a 1/m share of the product's work where packing would copy A too.
 
-use super::blocking::even_block;
+use super::blocking::{elements_to_line, even_block, LINE_BYTES};
 use super::kernel::{InPlaceKernelFn, InPlaceOperands, MicroKernel, MAX_MR};
 use super::pack::Block;
 use super::problem::Problem;
@@ -83,11 +83,8 @@ pub(super) unsafe fn gemm_in_place<T: HasKernels>(p: &Problem<T>, kern: &MicroKe
 /// The width of the first strip of columns: `nr`, or, where B starts past a cache line
 /// boundary, the most columns up to `nr` that end on one.
 fn first_strip<T>(b: *const T, nr: usize) -> usize {
-    const LINE: usize = 64;
-    let size = core::mem::size_of::<T>();
-    let addr = b as usize;
-    let line = LINE / size;
-    let lead = if addr % size == 0 { (LINE - addr % LINE) % LINE / size } else { 0 };
+    let line = LINE_BYTES / core::mem::size_of::<T>();
+    let lead = elements_to_line(b);
     if lead == 0 || nr < line {
         nr
     } else {
