@@ -90,6 +90,10 @@ pub(crate) fn elements_to_line<T>(p: *const T) -> usize {
     (LINE_BYTES - addr % LINE_BYTES) % LINE_BYTES / size
 }
 
+/// Its contents on a cache-line boundary (`LINE_BYTES`).
+#[repr(align(64))]
+pub(crate) struct LineAligned<A>(pub A);
+
 /// Block sizes for one kernel shape and element size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {

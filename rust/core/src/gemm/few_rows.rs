@@ -13,9 +13,9 @@
 //! ascending, fused, whatever the block or group. Threads split the columns, never k, so the
 //! bits do not depend on the thread count.
 
-use super::blocking::{elements_to_line, CacheSizes};
+use super::blocking::{elements_to_line, CacheSizes, LineAligned};
 use super::dispatch::{HasKernels, Isa};
-use super::kernel::{Simd, SimdWork};
+use super::kernel::{Simd, SimdWork, MAX_LANES};
 use super::problem::Problem;
 use super::sums;
 use crate::element::Element;
@@ -134,13 +134,6 @@ unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, col
         j0 += count;
     }
 }
-
-/// The most lanes of any ISA's vector (AVX-512 f32).
-const MAX_LANES: usize = 16;
-
-/// Its contents on a cache-line boundary.
-#[repr(align(64))]
-struct LineAligned<A>(A);
 
 /// Adds k steps `q..q + G` to the first `count` columns of the buffer `y` (row i at
 /// `y + i * block`), starting it at zero when `q` is 0. B's row `p` starts at `b + p * b_rs`.

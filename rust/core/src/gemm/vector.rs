@@ -14,9 +14,10 @@
 //! computed by the same operations on any number of threads. The epilogue is applied to each
 //! finished output as it is stored.
 
+use super::blocking::{elements_to_line, LineAligned};
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
-use super::kernel::{Simd, SimdElement, SimdWork};
+use super::kernel::{Simd, SimdElement, SimdWork, MAX_LANES};
 use super::problem::Problem;
 use super::sums;
 use crate::buffers::with_scratch;
@@ -229,20 +230,21 @@ const COLUMN_GROUP: usize = 4;
 /// block are accumulated in a buffer, a group of columns per pass, so each column is read
 /// front to back (a row of a row-major B, as the prefetchers like it); each output still adds
 /// `x[p]` times its element of column p for p ascending, fused, whatever the block or group.
+/// The first block starts with a vector up to the matrix's next cache line, so the later ones
+/// load whole lines (blocking.rs, `elements_to_line`), and the buffer sits on lines too.
 #[inline(always)]
 unsafe fn columns<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: impl Fn(S::T, S::T, S::T) -> S::T + Copy) {
     let lanes = S::LANES;
     let k = g.k;
-    let mut buf = [<S::T as Element>::ZERO; COLUMN_BLOCK];
+    let mut buf = LineAligned([<S::T as Element>::ZERO; COLUMN_BLOCK + MAX_LANES]);
     let mut i = rows.start;
     while i < rows.end {
-        let count = COLUMN_BLOCK.min(rows.end - i);
-        let whole = count / lanes * lanes;
-        let tail = S::first_lanes(count - whole);
         let base = g.mat.add(i);
+        let lead = elements_to_line(base) % lanes;
+        let count = if lead > 0 { COLUMN_BLOCK - lanes + lead } else { COLUMN_BLOCK }.min(rows.end - i);
+        let y = buf.0.as_mut_ptr().add((lanes - lead) % lanes);
         let x = |q: usize| S::splat(*g.x.offset(q as isize * g.x_stride));
         let col = |q: usize| base.offset(q as isize * g.mat_ps);
-        let y = buf.as_mut_ptr();
         let mut q = 0;
         while q < k {
             let group = COLUMN_GROUP.min(k - q);
@@ -250,26 +252,50 @@ unsafe fn columns<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: i
             let cols: [*const S::T; COLUMN_GROUP] = core::array::from_fn(|t| col(q + t.min(group - 1)));
             let first = q == 0;
             let mut v = 0;
-            while v < whole {
-                let mut acc = if first { S::zero() } else { S::load(y.add(v)) };
-                for t in 0..group {
-                    acc = S::fmadd(S::load(cols[t].add(v)), xs[t], acc);
-                }
-                S::store(y.add(v), acc);
+            if lead > 0 {
+                v = lead.min(count);
+                column_vector::<S>(&cols, &xs, group, y, 0, first, Some(S::first_lanes(v)));
+            }
+            while v + lanes <= count {
+                column_vector::<S>(&cols, &xs, group, y, v, first, None);
                 v += lanes;
             }
-            if whole < count {
-                let mut acc = if first { S::zero() } else { S::load(y.add(whole)) };
-                for t in 0..group {
-                    acc = S::fmadd(S::load_masked(cols[t].add(whole), tail), xs[t], acc);
-                }
-                S::store(y.add(whole), acc);
+            if v < count {
+                column_vector::<S>(&cols, &xs, group, y, v, first, Some(S::first_lanes(count - v)));
             }
             q += group;
         }
-        for (t, &x) in buf.iter().enumerate().take(count) {
-            g.store(i + t, x, fma);
+        for t in 0..count {
+            g.store(i + t, *y.add(t), fma);
         }
         i += count;
+    }
+}
+
+/// Outputs `v..` of the buffer `y` (zero first if `first`) plus `group` columns times their
+/// `xs`; only the lanes of `mask`, if given, are read from the columns and stored (a block's
+/// first vector is followed by the next one's outputs).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_vector<S: Simd>(
+    cols: &[*const S::T; COLUMN_GROUP],
+    xs: &[S::V; COLUMN_GROUP],
+    group: usize,
+    y: *mut S::T,
+    v: usize,
+    first: bool,
+    mask: Option<S::Mask>,
+) {
+    let mut acc = if first { S::zero() } else { S::load(y.add(v)) };
+    for t in 0..group {
+        let column = match mask {
+            None => S::load(cols[t].add(v)),
+            Some(m) => S::load_masked(cols[t].add(v), m),
+        };
+        acc = S::fmadd(column, xs[t], acc);
+    }
+    match mask {
+        None => S::store(y.add(v), acc),
+        Some(m) => S::store_masked(y.add(v), acc, m),
     }
 }

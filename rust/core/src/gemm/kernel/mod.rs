@@ -168,6 +168,9 @@ pub(crate) struct TileStore<T> {
 /// A micro-kernel: `run(kc, a_panel, b_panel, store)`.
 pub(crate) type KernelFn<T> = unsafe fn(usize, *const T, *const T, &TileStore<T>);
 
+/// The most lanes of any ISA's vector (AVX-512 f32).
+pub(crate) const MAX_LANES: usize = 16;
+
 /// The most rows of any kernel's tile.
 pub(crate) const MAX_MR: usize = 16;
 
