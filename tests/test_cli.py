@@ -114,6 +114,10 @@ def test_bench_quick_json_is_complete(quick_bench):
             assert c["name"] in by_case
         else:
             assert c["reason"]
+    # each timed case carries the host probe taken right after it
+    for c in cases:
+        if c["status"] == "ok":
+            assert c["host_fma_gflops"] > 0, c["name"]
     skipped = {s["name"] for s in data["skipped"]}
     # matmul always exists: all its quick cases must have run
     for n in (64, 128, 256, 512, 1024):
@@ -127,6 +131,27 @@ def test_bench_quick_json_is_complete(quick_bench):
                        ("matmul_backward", "matmul_backward")):
         if hasattr(matgrad, fn):
             assert any(n.startswith(prefix) for n in by_case), fn
+
+
+def test_cases_measured_while_the_host_gave_less_cpu_are_named(monkeypatch, capsys):
+    from matgrad.bench import driver  # noqa: PLC0415
+
+    peak = {"float32": 200.0, "float64": 100.0}
+    results = [{"name": "a", "dtype": "float32", "host_fma_gflops": 190.0},
+               {"name": "b", "dtype": "float64", "host_fma_gflops": 50.0},
+               {"name": "c", "dtype": "float32"},
+               {"name": "d", "dtype": "float32", "host_fma_gflops": 119.0}]
+    assert [name for name, _ in driver.host_limited(results, peak)] == ["b", "d"]
+
+    # End to end: a probe at a quarter of the run's peak names the case below the table.
+    real = matgrad.fma_peak
+    monkeypatch.setattr(matgrad, "fma_peak", lambda dtype="float32", threads=None, seconds=0.2:
+                        real(dtype, threads, seconds) / (4 if seconds == driver.HOST_PROBE_S else 1))
+    rc = driver.run_bench(filter_re="matmul small float32 n=4$", use_torch=False, repeats=1,
+                          min_time=0.001, progress=False)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "host: right after these cases" in out and "  matmul small float32 n=4 (" in out, out
 
 
 def test_bench_quick_plot(quick_bench):
