@@ -97,7 +97,7 @@ impl<T: Element> SimdWork<T> for Columns<'_, T> {
 ///
 /// The first block's first vector takes only the columns before B's row reaches a cache line
 /// boundary, so that the loads after it read whole lines: NumPy's arrays start 16 bytes past
-/// one, and a vector across two lines costs two loads (Zen 4, 2 threads, 8 × 1024 × 1024 f32
+/// one, and vectors across two lines were slower (Zen 4, 2 threads, 8 × 1024 × 1024 f32
 /// 171 → 194 GFLOP/s with B's rows on line boundaries; docs/measurements.md). Every column
 /// still adds the same products in the same order, wherever the vectors fall.
 #[inline(always)]
