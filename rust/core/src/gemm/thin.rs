@@ -152,7 +152,7 @@ unsafe fn thin_on<T: SimdElement>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<
 pub(crate) unsafe fn thin_with<S: Simd>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
     match (t.short_rows <= 4, S::REGISTERS >= 32) {
         (true, true) => blocks::<S, 4, 4>(t, rows),
-        (false, true) => blocks::<S, 8, 2>(t, rows),
+        (false, true) => blocks_long_held::<S, 8, 3>(t, rows),
         (true, false) => blocks::<S, 4, 2>(t, rows),
         (false, false) => blocks::<S, 8, 1>(t, rows),
     }
@@ -197,4 +197,62 @@ unsafe fn blocks<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S::T>, rows
         }
         l += count;
     }
+}
+
+/// [`blocks`] with the LB long rows' vectors held in registers and each short row's loaded
+/// as it is used: SB·LB accumulators, LB + 1 vectors (8 × 3: 11 loads per 24 FMAs, against
+/// 10 per 16 with 8 × 2).
+#[inline(always)]
+unsafe fn blocks_long_held<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
+    let fma = |a, b, c| S::fmadd_scalar(a, b, c);
+    let lanes = S::LANES;
+    let whole = t.k / lanes * lanes;
+    let tail = S::first_lanes(t.k - whole);
+    let sc = t.short_rows;
+    let short: [*const S::T; SB] = core::array::from_fn(|s| t.short.offset(s.min(sc - 1) as isize * t.short_rs));
+    let mut l = rows.start;
+    while l < rows.end {
+        let count = LB.min(rows.end - l);
+        let long: [*const S::T; LB] = core::array::from_fn(|r| t.long.offset((l + r.min(count - 1)) as isize * t.long_rs));
+        let acc = held_k_loop::<S, SB, LB>(&short, &long, whole, (whole < t.k).then_some(tail));
+        for (r, acc) in acc.iter().enumerate().take(count) {
+            for (s, &v) in acc.iter().enumerate().take(sc) {
+                t.store(s, l + r, sum_lanes::<S>(v), fma);
+            }
+        }
+        l += count;
+    }
+}
+
+/// The k loop of [`blocks_long_held`], its accumulators returned by value (updated in place
+/// through the caller's array, they went through the stack at every step).
+#[inline(always)]
+unsafe fn held_k_loop<S: Simd, const SB: usize, const LB: usize>(
+    short: &[*const S::T; SB],
+    long: &[*const S::T; LB],
+    whole: usize,
+    tail: Option<S::Mask>,
+) -> [[S::V; SB]; LB] {
+    let mut acc = [[S::zero(); SB]; LB];
+    let mut p = 0;
+    while p < whole {
+        let lv: [S::V; LB] = core::array::from_fn(|r| S::load(long[r].add(p)));
+        for s in 0..SB {
+            let sv = S::load(short[s].add(p));
+            for (acc, &lv) in acc.iter_mut().zip(&lv) {
+                acc[s] = S::fmadd(sv, lv, acc[s]);
+            }
+        }
+        p += S::LANES;
+    }
+    if let Some(m) = tail {
+        let lv: [S::V; LB] = core::array::from_fn(|r| S::load_masked(long[r].add(whole), m));
+        for s in 0..SB {
+            let sv = S::load_masked(short[s].add(whole), m);
+            for (acc, &lv) in acc.iter_mut().zip(&lv) {
+                acc[s] = S::fmadd(sv, lv, acc[s]);
+            }
+        }
+    }
+    acc
 }
