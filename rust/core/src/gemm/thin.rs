@@ -143,18 +143,28 @@ unsafe fn thin_on<T: SimdElement>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<
     T::run_on(isa, &ThinRows { t, rows })
 }
 
-/// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type: up to
-/// four short rows with four long rows at a time, or up to eight with two (16 accumulators),
-/// with 32 registers; half as many long rows with 16.
+/// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type. With
+/// 32 registers the short rows (2, 3, 4, 6 or 8 of them, the next count up) against as many
+/// long rows as 24 accumulators allow, the long rows' vectors held ([`blocks_long_held`]:
+/// Zen 4, 2 threads, B transposed as torch's weights, 2 × 1024 × 1024 f32 99 → 120 GFLOP/s,
+/// 6 rows 142 → 183, 8 rows 126 → 166, f64 2 rows 52 → 66; docs/measurements.md); with 16
+/// registers up to four short rows with two long rows at a time, or up to eight with one.
 ///
 /// SAFETY: as for [`thin_on`], with the ISA's features enabled in the caller.
 #[inline(always)]
 pub(crate) unsafe fn thin_with<S: Simd>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
-    match (t.short_rows <= 4, S::REGISTERS >= 32) {
-        (true, true) => blocks::<S, 4, 4>(t, rows),
-        (false, true) => blocks_long_held::<S, 8, 3>(t, rows),
-        (true, false) => blocks::<S, 4, 2>(t, rows),
-        (false, false) => blocks::<S, 8, 1>(t, rows),
+    if S::REGISTERS >= 32 {
+        match t.short_rows {
+            ..=2 => blocks_long_held::<S, 2, 8>(t, rows),
+            3 => blocks_long_held::<S, 3, 6>(t, rows),
+            4 => blocks_long_held::<S, 4, 6>(t, rows),
+            5..=6 => blocks_long_held::<S, 6, 4>(t, rows),
+            _ => blocks_long_held::<S, 8, 3>(t, rows),
+        }
+    } else if t.short_rows <= 4 {
+        blocks::<S, 4, 2>(t, rows)
+    } else {
+        blocks::<S, 8, 1>(t, rows)
     }
 }
 
