@@ -143,77 +143,41 @@ unsafe fn thin_on<T: SimdElement>(isa: Isa, t: &Thin<T>, rows: core::ops::Range<
     T::run_on(isa, &ThinRows { t, rows })
 }
 
-/// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type. With
-/// 32 registers the short rows (2, 3, 4, 6 or 8 of them, the next count up) against as many
-/// long rows as 24 accumulators allow, the long rows' vectors held ([`blocks_long_held`]:
-/// Zen 4, 2 threads, B transposed as torch's weights, 2 × 1024 × 1024 f32 99 → 120 GFLOP/s,
-/// 6 rows 142 → 183, 8 rows 126 → 166, f64 2 rows 52 → 66; docs/measurements.md); with 16
-/// registers up to four short rows with two long rows at a time, or up to eight with one.
+/// The thin product for long-side rows `rows`, written against one ISA's [`Simd`] type: the
+/// short rows (2, 3, 4, 6 or 8 of them, the next count up) against as many long rows as 24
+/// accumulators allow with 32 registers, or 8 to 12 with 16 ([`blocks`]; against 4 × 4 and
+/// 8 × 2 with the short rows' vectors held, Zen 4, 2 threads, B transposed as torch's
+/// weights: 2 × 1024 × 1024 f32 99 → 120 GFLOP/s, 6 rows 142 → 183, 8 rows 126 → 166, f64
+/// 2 rows 52 → 66; docs/measurements.md).
 ///
 /// SAFETY: as for [`thin_on`], with the ISA's features enabled in the caller.
 #[inline(always)]
 pub(crate) unsafe fn thin_with<S: Simd>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
     if S::REGISTERS >= 32 {
         match t.short_rows {
-            ..=2 => blocks_long_held::<S, 2, 8>(t, rows),
-            3 => blocks_long_held::<S, 3, 6>(t, rows),
-            4 => blocks_long_held::<S, 4, 6>(t, rows),
-            5..=6 => blocks_long_held::<S, 6, 4>(t, rows),
-            _ => blocks_long_held::<S, 8, 3>(t, rows),
+            ..=2 => blocks::<S, 2, 8>(t, rows),
+            3 => blocks::<S, 3, 6>(t, rows),
+            4 => blocks::<S, 4, 6>(t, rows),
+            5..=6 => blocks::<S, 6, 4>(t, rows),
+            _ => blocks::<S, 8, 3>(t, rows),
         }
-    } else if t.short_rows <= 4 {
-        blocks::<S, 4, 2>(t, rows)
     } else {
-        blocks::<S, 8, 1>(t, rows)
+        match t.short_rows {
+            ..=2 => blocks::<S, 2, 4>(t, rows),
+            3 => blocks::<S, 3, 3>(t, rows),
+            4 => blocks::<S, 4, 2>(t, rows),
+            5..=6 => blocks::<S, 6, 2>(t, rows),
+            _ => blocks::<S, 8, 1>(t, rows),
+        }
     }
 }
 
+/// Long-side rows `rows`, LB at a time against all the short rows (SB of them, the last
+/// repeated past `short_rows`, read and never stored): the LB long rows' vectors held in
+/// registers and each short row's loaded as it is used, SB·LB accumulators and LB + 1 vectors
+/// (8 × 3: 11 loads per 24 FMAs, against 10 per 16 with the short rows' held at 8 × 2).
 #[inline(always)]
 unsafe fn blocks<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
-    let fma = |a, b, c| S::fmadd_scalar(a, b, c);
-    let lanes = S::LANES;
-    let whole = t.k / lanes * lanes;
-    let tail = S::first_lanes(t.k - whole);
-    let sc = t.short_rows;
-    // Short rows past the last repeat it (read, never stored).
-    let short: [*const S::T; SB] = core::array::from_fn(|s| t.short.offset(s.min(sc - 1) as isize * t.short_rs));
-    let mut l = rows.start;
-    while l < rows.end {
-        let count = LB.min(rows.end - l);
-        let long: [*const S::T; LB] = core::array::from_fn(|r| t.long.offset((l + r.min(count - 1)) as isize * t.long_rs));
-        let mut acc = [[S::zero(); SB]; LB];
-        for p in (0..whole).step_by(lanes) {
-            let sv: [S::V; SB] = core::array::from_fn(|s| S::load(short[s].add(p)));
-            for (acc, lr) in acc.iter_mut().zip(long) {
-                let lv = S::load(lr.add(p));
-                for s in 0..SB {
-                    acc[s] = S::fmadd(sv[s], lv, acc[s]);
-                }
-            }
-        }
-        if whole < t.k {
-            let sv: [S::V; SB] = core::array::from_fn(|s| S::load_masked(short[s].add(whole), tail));
-            for (acc, lr) in acc.iter_mut().zip(long) {
-                let lv = S::load_masked(lr.add(whole), tail);
-                for s in 0..SB {
-                    acc[s] = S::fmadd(sv[s], lv, acc[s]);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate().take(count) {
-            for (s, &v) in acc.iter().enumerate().take(sc) {
-                t.store(s, l + r, sum_lanes::<S>(v), fma);
-            }
-        }
-        l += count;
-    }
-}
-
-/// [`blocks`] with the LB long rows' vectors held in registers and each short row's loaded
-/// as it is used: SB·LB accumulators, LB + 1 vectors (8 × 3: 11 loads per 24 FMAs, against
-/// 10 per 16 with 8 × 2).
-#[inline(always)]
-unsafe fn blocks_long_held<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S::T>, rows: core::ops::Range<usize>) {
     let fma = |a, b, c| S::fmadd_scalar(a, b, c);
     let lanes = S::LANES;
     let whole = t.k / lanes * lanes;
@@ -234,7 +198,7 @@ unsafe fn blocks_long_held<S: Simd, const SB: usize, const LB: usize>(t: &Thin<S
     }
 }
 
-/// The k loop of [`blocks_long_held`], its accumulators returned by value (updated in place
+/// The k loop of [`blocks`], its accumulators returned by value (updated in place
 /// through the caller's array, they went through the stack at every step).
 #[inline(always)]
 unsafe fn held_k_loop<S: Simd, const SB: usize, const LB: usize>(
