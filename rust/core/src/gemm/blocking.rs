@@ -90,6 +90,17 @@ pub(crate) fn elements_to_line<T>(p: *const T) -> usize {
     (LINE_BYTES - addr % LINE_BYTES) % LINE_BYTES / size
 }
 
+/// A block of up to `block` vector lanes of a row starting at `p`, `left` of them remaining,
+/// that ends on a cache line where `p` is `lead` (< `lanes`) elements short of one: its first
+/// vector takes those `lead`, the rest are whole vectors on lines. Returns `(lead, count)`; a
+/// buffer for the block puts its element 0 `(lanes - lead) % lanes` past a line, so that its
+/// whole vectors sit on lines too (few_rows.rs, vector.rs).
+pub(crate) fn block_to_line<T>(p: *const T, lanes: usize, block: usize, left: usize) -> (usize, usize) {
+    let lead = elements_to_line(p) % lanes;
+    let count = if lead > 0 { block - lanes + lead } else { block };
+    (lead, count.min(left))
+}
+
 /// Its contents on a cache-line boundary (`LINE_BYTES`).
 #[repr(align(64))]
 pub(crate) struct LineAligned<A>(pub A);

@@ -13,7 +13,7 @@
 //! ascending, fused, whatever the block or group. Threads split the columns, never k, so the
 //! bits do not depend on the thread count.
 
-use super::blocking::{elements_to_line, CacheSizes, LineAligned};
+use super::blocking::{block_to_line, CacheSizes, LineAligned};
 use super::dispatch::{HasKernels, Isa};
 use super::kernel::{Simd, SimdWork, MAX_LANES};
 use super::problem::Problem;
@@ -112,9 +112,7 @@ unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, col
     let mut j0 = cols.start;
     while j0 < cols.end {
         let b = f.b.at(0, j0);
-        let lead = elements_to_line(b) % lanes;
-        // (A block that starts short of a line ends on one, so the next starts on one.)
-        let count = if lead > 0 { block - lanes + lead } else { block }.min(cols.end - j0);
+        let (lead, count) = block_to_line(b, lanes, block, cols.end - j0);
         let y = buf.0.as_mut_ptr().add((lanes - lead) % lanes);
         let mut q = 0;
         while q + G <= f.k {

@@ -93,8 +93,8 @@ fn first_strip<T>(b: *const T, nr: usize) -> usize {
 }
 
 /// [`gemm_in_place`] for a small product whose B's rows are not contiguous: B copied into a
-/// row-major scratch first ([`Block::copy_to_rows`]), then read in place. The same operations on the same values as the packed path: the same bits. Only for
-/// products on one thread (below `PARALLEL_MIN_WORK`), where the copy, serial, costs less
+/// row-major scratch first ([`Block::copy_to_rows`]), then read in place. The same operations
+/// on the same values as the packed path: the same bits. Only for products on one thread (below `PARALLEL_MIN_WORK`), where the copy, serial, costs less
 /// than packing both operands (Zen 4, one thread, B a transposed view, against packing:
 /// n = 16 f32 20 → 25 GFLOP/s, 32 55 → 60, 47 66 → 68; both transposed 18 → 26, 49 → 59,
 /// 56 → 67; f64 alike. At 64³ on two threads packing, in parallel, was faster.)

@@ -14,7 +14,7 @@
 //! computed by the same operations on any number of threads. The epilogue is applied to each
 //! finished output as it is stored.
 
-use super::blocking::{elements_to_line, LineAligned};
+use super::blocking::{block_to_line, LineAligned};
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
 use super::kernel::{Simd, SimdElement, SimdWork, MAX_LANES};
@@ -231,7 +231,7 @@ const COLUMN_GROUP: usize = 4;
 /// front to back (a row of a row-major B, as the prefetchers like it); each output still adds
 /// `x[p]` times its element of column p for p ascending, fused, whatever the block or group.
 /// The first block starts with a vector up to the matrix's next cache line, so the later ones
-/// load whole lines (blocking.rs, `elements_to_line`), and the buffer sits on lines too.
+/// load whole lines (blocking.rs, `block_to_line`), and the buffer sits on lines too.
 #[inline(always)]
 unsafe fn columns<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: impl Fn(S::T, S::T, S::T) -> S::T + Copy) {
     let lanes = S::LANES;
@@ -240,8 +240,7 @@ unsafe fn columns<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: i
     let mut i = rows.start;
     while i < rows.end {
         let base = g.mat.add(i);
-        let lead = elements_to_line(base) % lanes;
-        let count = if lead > 0 { COLUMN_BLOCK - lanes + lead } else { COLUMN_BLOCK }.min(rows.end - i);
+        let (lead, count) = block_to_line(base, lanes, COLUMN_BLOCK, rows.end - i);
         let y = buf.0.as_mut_ptr().add((lanes - lead) % lanes);
         let x = |q: usize| S::splat(*g.x.offset(q as isize * g.x_stride));
         let col = |q: usize| base.offset(q as isize * g.mat_ps);
