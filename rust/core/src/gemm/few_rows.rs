@@ -134,11 +134,12 @@ unsafe fn blocks<S: Simd, const R: usize, const G: usize>(f: &Problem<S::T>, col
 }
 
 /// Adds k steps `q..q + G` to the first `count` columns of the buffer `y` (row i at
-/// `y + i * block`), starting it at zero when `q` is 0. B's row `p` starts at `b + p * b_rs`.
-/// The first vector takes `lead` columns (< LANES) if `lead` is not 0.
+/// `y + i * block`), starting it at zero when `q` is 0. Row i of A at k step `p` is
+/// `rows[i][p * a_cs]`; B's row `p` starts at `b + p * b_rs`. The first vector takes `lead`
+/// columns (< LANES) if `lead` is not 0. (vector.rs's columns form is this with R = 1.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pass<S: Simd, const R: usize, const G: usize>(
+pub(super) unsafe fn pass<S: Simd, const R: usize, const G: usize>(
     rows: &[*const S::T; R],
     a_cs: isize,
     b: *const S::T,

@@ -8,7 +8,7 @@
 //!   per row, added up lane by lane in a fixed order at the end;
 //! - **columns** (its columns contiguous along the outputs, as B of a row-major `x B`): the
 //!   outputs are accumulated in a buffer in L1, a block of them at a time, adding `x[p]`
-//!   times column p for p ascending, four columns per pass, each read front to back.
+//!   times column p for p ascending, six columns per pass, each read front to back.
 //!
 //! Other strides take a plain loop. Threads split the outputs, never k, so every output is
 //! computed by the same operations on any number of threads. The epilogue is applied to each
@@ -17,6 +17,7 @@
 use super::blocking::{block_to_line, LineAligned};
 use super::dispatch::{HasKernels, Isa};
 use super::epilogue::Epilogue;
+use super::few_rows::pass;
 use super::kernel::{Simd, SimdElement, SimdWork, MAX_LANES};
 use super::problem::Problem;
 use super::sums;
@@ -223,78 +224,44 @@ unsafe fn dots<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: impl
 
 /// Outputs the columns form accumulates at a time (in a buffer that stays in L1).
 const COLUMN_BLOCK: usize = 1024;
-/// Columns added per pass over the buffer.
-const COLUMN_GROUP: usize = 4;
+/// Columns added per pass over the buffer, a constant for the passes' whole groups (k's last
+/// few columns pass one at a time), so that each pass is unrolled with its `x[p]` splats in
+/// registers (a group counted at run time, as before, read vec@mat 1024² f32 at 0.83–0.9×
+/// NumPy). Zen 3, AVX2, against that build: 4 columns
+/// 1.12–1.33×, 6 1.16–1.43×, 8 1.01–1.28×, 12 0.95–1.14×, 16 0.7× (18 vectors for 16
+/// registers); docs/measurements.md.
+const COLUMN_GROUP: usize = 6;
 
 /// The columns form: the matrix's columns contiguous along the outputs. The outputs of a
 /// block are accumulated in a buffer, a group of columns per pass, so each column is read
 /// front to back (a row of a row-major B, as the prefetchers like it); each output still adds
 /// `x[p]` times its element of column p for p ascending, fused, whatever the block or group.
-/// The first block starts with a vector up to the matrix's next cache line, so the later ones
-/// load whole lines (blocking.rs, `block_to_line`), and the buffer sits on lines too.
+/// It is few_rows.rs's pass for one row of C (`x` its row of A, the matrix its B); the first
+/// block starts with a vector up to the matrix's next cache line, so the later ones load
+/// whole lines (blocking.rs, `block_to_line`), and the buffer sits on lines too.
 #[inline(always)]
 unsafe fn columns<S: Simd>(g: &Gemv<S::T>, rows: core::ops::Range<usize>, fma: impl Fn(S::T, S::T, S::T) -> S::T + Copy) {
     let lanes = S::LANES;
     let k = g.k;
     let mut buf = LineAligned([<S::T as Element>::ZERO; COLUMN_BLOCK + MAX_LANES]);
+    let x = [g.x];
     let mut i = rows.start;
     while i < rows.end {
         let base = g.mat.add(i);
         let (lead, count) = block_to_line(base, lanes, COLUMN_BLOCK, rows.end - i);
         let y = buf.0.as_mut_ptr().add((lanes - lead) % lanes);
-        let x = |q: usize| S::splat(*g.x.offset(q as isize * g.x_stride));
-        let col = |q: usize| base.offset(q as isize * g.mat_ps);
         let mut q = 0;
+        while q + COLUMN_GROUP <= k {
+            pass::<S, 1, COLUMN_GROUP>(&x, g.x_stride, base, g.mat_ps, q, y, COLUMN_BLOCK, count, lead);
+            q += COLUMN_GROUP;
+        }
         while q < k {
-            let group = COLUMN_GROUP.min(k - q);
-            let xs: [S::V; COLUMN_GROUP] = core::array::from_fn(|t| if t < group { x(q + t) } else { S::zero() });
-            let cols: [*const S::T; COLUMN_GROUP] = core::array::from_fn(|t| col(q + t.min(group - 1)));
-            let first = q == 0;
-            let mut v = 0;
-            if lead > 0 {
-                v = lead.min(count);
-                column_vector::<S>(&cols, &xs, group, y, 0, first, Some(S::first_lanes(v)));
-            }
-            while v + lanes <= count {
-                column_vector::<S>(&cols, &xs, group, y, v, first, None);
-                v += lanes;
-            }
-            if v < count {
-                column_vector::<S>(&cols, &xs, group, y, v, first, Some(S::first_lanes(count - v)));
-            }
-            q += group;
+            pass::<S, 1, 1>(&x, g.x_stride, base, g.mat_ps, q, y, COLUMN_BLOCK, count, lead);
+            q += 1;
         }
         for t in 0..count {
             g.store(i + t, *y.add(t), fma);
         }
         i += count;
-    }
-}
-
-/// Outputs `v..` of the buffer `y` (zero first if `first`) plus `group` columns times their
-/// `xs`; only the lanes of `mask`, if given, are read from the columns and stored (a block's
-/// first vector is followed by the next one's outputs).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn column_vector<S: Simd>(
-    cols: &[*const S::T; COLUMN_GROUP],
-    xs: &[S::V; COLUMN_GROUP],
-    group: usize,
-    y: *mut S::T,
-    v: usize,
-    first: bool,
-    mask: Option<S::Mask>,
-) {
-    let mut acc = if first { S::zero() } else { S::load(y.add(v)) };
-    for t in 0..group {
-        let column = match mask {
-            None => S::load(cols[t].add(v)),
-            Some(m) => S::load_masked(cols[t].add(v), m),
-        };
-        acc = S::fmadd(column, xs[t], acc);
-    }
-    match mask {
-        None => S::store(y.add(v), acc),
-        Some(m) => S::store_masked(y.add(v), acc, m),
     }
 }
