@@ -1,8 +1,8 @@
 //! Products with a few rows of C (2 ≤ m ≤ [`FEW_ROWS_MAX`], or up to [`FEW_ROWS_MAX_PACKED`]
-//! in passes of 8 rows where B would otherwise be packed) against a large B whose rows are
-//! contiguous, as a linear layer `X W` at a small batch with W stored (in, out): the rows of
-//! `x B` (vector.rs's columns form) computed together, so each pass reads each element of B
-//! once.
+//! in passes of 8 rows where B would otherwise be packed, [`FEW_ROWS_MAX_AVX2`] in passes of
+//! 4 on AVX2) against a large B whose rows are contiguous, as a linear layer `X W` at a small
+//! batch with W stored (in, out): the rows of `x B` (vector.rs's columns form) computed
+//! together, so each pass reads each element of B once.
 //!
 //! The micro-kernels would read B a tile's width of columns per k step, each step on another
 //! row (a page apart, out of the prefetchers' reach; past 4 MiB the plan packs B instead),
@@ -15,7 +15,7 @@
 
 use super::blocking::{block_to_line, CacheSizes, LineAligned};
 use super::dispatch::{HasKernels, Isa};
-use super::kernel::{Simd, SimdWork, MAX_LANES};
+use super::kernel::{MicroKernel, Simd, SimdWork, MAX_LANES};
 use super::problem::Problem;
 use super::sums;
 use crate::element::Element;
@@ -31,8 +31,17 @@ use crate::threads::Team;
 /// and faster for f32; docs/measurements.md).
 pub(super) const FEW_ROWS_MAX: usize = 4;
 pub(super) const FEW_ROWS_MAX_PACKED: usize = 16;
+/// On AVX2 (16 registers: the 4-row kernel is its widest), up to this many rows in passes of
+/// [`AVX2_PASS_ROWS`] where the 6-row tiles would pad C (m ≠ 6) and B is from half of
+/// `FAR_ROWS_MAX_BYTES` to a quarter of L3: the in-place tiles read B twice, once for a
+/// panel of mostly padding, or B was packed for a few rows (Zen 3, 2 threads, in place or
+/// packed → here: 8 × 1024 × 1024 f32 384 → 255 µs, 7 rows 435 → 360, 5 × 1536 × 1024 657 →
+/// 311, f64 8 × 1024 × 1024 1028 → 551 (NumPy 820), 5 × 1024 × 1024 884 → 429; B of 800 KiB,
+/// of 2 MiB alike, of 16 MiB 0.89×, m = 6 0.82×, 12 0.79×; docs/measurements.md).
+pub(super) const FEW_ROWS_MAX_AVX2: usize = 8;
 /// The most rows one pass over B computes (the kernel's widest block of rows).
 const PASS_ROWS: usize = 8;
+const AVX2_PASS_ROWS: usize = 4;
 /// Elements of C a block's buffer holds (all its rows together): 8 KiB f32, 16 KiB f64, half
 /// of L1 or less, beside the rows of B streaming through.
 const BUFFER: usize = 2048;
@@ -42,12 +51,19 @@ const TASK_COLUMNS: usize = 64;
 /// Whether `p` is a few rows of C against a B with contiguous rows too big for L2, where the
 /// micro-kernels' column tiles would read its rows far apart (with B in L2 they were as fast
 /// or faster: 4 × 256 × 784 f32 108 against 97 GFLOP/s), or, for up to
-/// [`FEW_ROWS_MAX_PACKED`] rows on the AVX-512 kernels (`wide`: 32 registers; where it was
+/// [`FEW_ROWS_MAX_PACKED`] rows on the AVX-512 kernels (32 registers; where it was
 /// measured), where they would pack a B bigger than `packed_from` bytes that fits half of
-/// L3. `caches` are the machine's.
-pub(super) fn fits<T: HasKernels>(p: &Problem<T>, caches: CacheSizes, packed_from: usize, wide: bool) -> bool {
+/// L3, or for up to [`FEW_ROWS_MAX_AVX2`] on AVX2 (see there). `caches` are the machine's,
+/// `kernel` the micro-kernel the product would otherwise run.
+pub(super) fn fits<T: HasKernels>(p: &Problem<T>, caches: CacheSizes, packed_from: usize, kernel: &MicroKernel<T>) -> bool {
     let b_bytes = p.k * p.n * core::mem::size_of::<T>();
-    let rows = if wide && b_bytes > packed_from && b_bytes <= caches.l3 / 2 { FEW_ROWS_MAX_PACKED } else { FEW_ROWS_MAX };
+    let rows = if kernel.isa == Isa::Avx512 && b_bytes > packed_from && b_bytes <= caches.l3 / 2 {
+        FEW_ROWS_MAX_PACKED
+    } else if kernel.isa == Isa::Avx2 && p.m % kernel.mr != 0 && (packed_from / 2..=caches.l3 / 4).contains(&b_bytes) {
+        FEW_ROWS_MAX_AVX2
+    } else {
+        FEW_ROWS_MAX
+    };
     (2..=rows).contains(&p.m) && p.b.cs == 1 && p.n >= TASK_COLUMNS && p.k >= 16 && b_bytes >= caches.l2
 }
 
@@ -56,11 +72,12 @@ pub(super) fn fits<T: HasKernels>(p: &Problem<T>, caches: CacheSizes, packed_fro
 /// SAFETY: as for [`Problem::run`].
 pub(super) unsafe fn few_rows<T: HasKernels>(p: &Problem<T>, isa: Isa, team: &Team) {
     sums::add_up(p);
-    // More rows than the kernel keeps: passes of 8 rows and one of the rest, each reading B
-    // again (from L3: B fits half of it). (Equal passes, 6 + 6 rows, cost two 8-row passes;
-    // 8 + 4 less: the 4-row kernel takes half the time of the 8-row one.)
-    for r0 in (0..p.m).step_by(PASS_ROWS) {
-        let rows = p.rows(r0, (r0 + PASS_ROWS).min(p.m));
+    // More rows than the kernel keeps: passes of 8 rows (4 on AVX2) and one of the rest, each
+    // reading B again (from L3: B fits half of it). (Equal passes, 6 + 6 rows, cost two 8-row
+    // passes; 8 + 4 less: the 4-row kernel takes half the time of the 8-row one.)
+    let pass_rows = if isa == Isa::Avx512 { PASS_ROWS } else { AVX2_PASS_ROWS };
+    for r0 in (0..p.m).step_by(pass_rows) {
+        let rows = p.rows(r0, (r0 + pass_rows).min(p.m));
         let f = Problem { ep: rows.ep.for_k_block(true, true), ..rows };
         team.run_ranges(f.n.div_ceil(TASK_COLUMNS), 1, |range| {
             let cols = range.start * TASK_COLUMNS..(range.end * TASK_COLUMNS).min(f.n);

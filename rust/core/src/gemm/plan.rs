@@ -10,7 +10,7 @@
 //! | vector    | m or n is 1                                                  | dots or columns      |
 //! | outer     | k = 1, C's and B's rows contiguous                           | a row at a time      |
 //! | thin      | m or n ≤ [`THIN_MAX`](super::thin::THIN_MAX), the long side's operand along k, the short one too or copied (≤ 4) | dot products |
-//! | few rows  | 2 ≤ m ≤ 4 (16 on AVX-512, in passes of 8, where B would be packed and fits half of L3), B's rows contiguous and beyond L2 | rows of B streamed |
+//! | few rows  | 2 ≤ m ≤ 4 (16 on AVX-512, in passes of 8, where B would be packed and fits half of L3; 8 on AVX2, in passes of 4, m ≠ 6, B of 2 MiB to a quarter of L3), B's rows contiguous and beyond L2 | rows of B streamed |
 //! | in place  | B's rows contiguous, and                                     | the micro-kernel on  |
 //! |           | small (≤ [`IN_PLACE_MAX_WORK`] or [`IN_PLACE_MAX_WORK_AVX512`], k in one KC block), | A and B where they   |
 //! |           | short (C ≤ [`SHORT_PANELS`] tiles tall, B smaller than L2) or skinny | lie, masked edges    |
@@ -73,8 +73,8 @@ pub(super) enum Path<T> {
     /// along k, the short one too or copied so that it is (thin.rs).
     Thin,
     /// C 2 to [`FEW_ROWS_MAX`](super::few_rows::FEW_ROWS_MAX) rows tall (up to 16 on AVX-512 where
-    /// B would be packed) against a B with contiguous rows, too big for L2: rows of B streamed
-    /// (few_rows.rs).
+    /// B would be packed, 8 on AVX2 where the tiles would pad C) against a B with contiguous
+    /// rows, too big for L2: rows of B streamed (few_rows.rs).
     FewRows,
     /// Rows of C a few at a time for products with short rows and a short k (tiny.rs).
     Tall,
@@ -121,7 +121,7 @@ pub(super) fn plan<T: HasKernels>(p: &Problem<T>, isa: Isa) -> Plan<T> {
         Path::Outer
     } else if Thin::fits(p) {
         Path::Thin
-    } else if few_rows::fits(p, caches, FAR_ROWS_MAX_BYTES, kernel.isa == Isa::Avx512) {
+    } else if few_rows::fits(p, caches, FAR_ROWS_MAX_BYTES, &kernel) {
         Path::FewRows
     } else if tiny::fits_tall(p) {
         Path::Tall
