@@ -11,7 +11,7 @@ use crate::threads::Team;
 /// Independent accumulator chains per thread: enough to cover the FMA latency (4–5 cycles) on
 /// two ports. The AVX2 loops take 12, leaving the two operands in registers among AVX2's 16: at
 /// 16 chains two accumulators were spilled to the stack every round and the loop ran at half
-/// the rate (Zen 3: 49 of ~100 GFLOP/s f32 per core, below what its GEMM reaches).
+/// the rate (Zen 3: 49 of 93 GFLOP/s f32 per core, below what its GEMM reaches).
 const CHAINS: usize = 16;
 const AVX2_CHAINS: usize = 12;
 

@@ -41,6 +41,7 @@ pub(super) const FEW_ROWS_MAX_PACKED: usize = 16;
 pub(super) const FEW_ROWS_MAX_AVX2: usize = 8;
 /// The most rows one pass over B computes (the kernel's widest block of rows).
 const PASS_ROWS: usize = 8;
+/// The same on AVX2, whose widest few-row block is 4 rows (16 registers).
 const AVX2_PASS_ROWS: usize = 4;
 /// Elements of C a block's buffer holds (all its rows together): 8 KiB f32, 16 KiB f64, half
 /// of L1 or less, beside the rows of B streaming through.

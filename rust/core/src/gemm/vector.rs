@@ -227,9 +227,8 @@ const COLUMN_BLOCK: usize = 1024;
 /// Columns added per pass over the buffer, a constant for the passes' whole groups (k's last
 /// few columns pass one at a time), so that each pass is unrolled with its `x[p]` splats in
 /// registers (a group counted at run time, as before, read vec@mat 1024² f32 at 0.83–0.9×
-/// NumPy). Zen 3, AVX2, against that build: 4 columns
-/// 1.12–1.33×, 6 1.16–1.43×, 8 1.01–1.28×, 12 0.95–1.14×, 16 0.7× (18 vectors for 16
-/// registers); docs/measurements.md.
+/// NumPy). Zen 3, AVX2, against that build: 4 columns 1.12–1.33×, 6 1.16–1.43×, 8
+/// 1.01–1.28×, 12 0.95–1.14×, 16 0.7× (18 vectors for 16 registers); docs/measurements.md.
 const COLUMN_GROUP: usize = 6;
 
 /// The columns form: the matrix's columns contiguous along the outputs. The outputs of a
